@@ -1,0 +1,191 @@
+"""Test fixtures: real Dask clusters and real databases, cleaned up after use.
+
+- ``cluster``: a LocalCluster of 2 single-thread worker processes, shared by the session.
+- ``client``: a fresh client of that cluster per test; the test must leave no task behind.
+- ``process_cluster``: a scheduler and workers as separate OS processes (``dask scheduler``
+  / ``dask worker`` on 127.0.0.1, free ports), which a test may kill and restart.
+- ``postgres_url`` / ``redis_url``: a fresh, empty database on the services named by
+  ``DASKTUNE_TEST_POSTGRES`` / ``DASKTUNE_TEST_REDIS`` (skipped, with the reason, when unset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import json
+import os
+from pathlib import Path
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+from distributed import Client
+from distributed import LocalCluster
+import pytest
+
+POSTGRES_ENV = "DASKTUNE_TEST_POSTGRES"
+REDIS_ENV = "DASKTUNE_TEST_REDIS"
+
+
+def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, message: str = ""):
+    """Poll ``condition()`` until it returns a truthy value, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or condition}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def client(cluster: LocalCluster) -> Iterator[Client]:
+    with Client(cluster, set_as_default=True) as client:
+        yield client
+        wait_for(
+            lambda: client.run_on_scheduler(lambda dask_scheduler: not dask_scheduler.tasks),
+            timeout=10,
+            message="the tasks of the test to leave the scheduler",
+        )
+
+
+class ProcessCluster:
+    """A scheduler and workers as separate ``dask`` OS processes on 127.0.0.1."""
+
+    def __init__(self, workdir: Path, scheduler_args: list[str] | None = None) -> None:
+        self.workdir = workdir
+        self.scheduler_file = workdir / "scheduler.json"
+        self.scheduler_args = scheduler_args or []
+        self.scheduler: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+        self.address = ""
+
+    def _spawn(self, args: list[str], log: str) -> subprocess.Popen:
+        dask = shutil.which("dask", path=os.path.dirname(sys.executable)) or "dask"
+        out = open(self.workdir / log, "ab")
+        return subprocess.Popen([dask, *args], stdout=out, stderr=subprocess.STDOUT)
+
+    def start_scheduler(self, port: int = 0) -> str:
+        if self.scheduler_file.exists():
+            self.scheduler_file.unlink()
+        self.scheduler = self._spawn(
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(self.scheduler_file),
+                *self.scheduler_args,
+            ],
+            "scheduler.log",
+        )
+        wait_for(self.scheduler_file.exists, message="the scheduler file")
+        self.address = wait_for(
+            lambda: json.loads(self.scheduler_file.read_text() or "{}").get("address"),
+            message="the scheduler address",
+        )
+        return self.address
+
+    def start_worker(self, nthreads: int = 1) -> subprocess.Popen:
+        worker = self._spawn(
+            [
+                "worker",
+                self.address,
+                "--nthreads",
+                str(nthreads),
+                "--no-nanny",
+                "--host",
+                "127.0.0.1",
+                "--dashboard-address",
+                "127.0.0.1:0",
+            ],
+            f"worker-{len(self.workers)}.log",
+        )
+        self.workers.append(worker)
+        return worker
+
+    def client(self, **kwargs) -> Client:
+        return Client(self.address, timeout=30, **kwargs)
+
+    def wait_for_workers(self, n: int) -> None:
+        with self.client() as c:
+            c.wait_for_workers(n, timeout=60)
+
+    @staticmethod
+    def kill(process: subprocess.Popen | None) -> None:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            self.kill(worker)
+        self.kill(self.scheduler)
+
+
+@pytest.fixture
+def process_cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
+    cluster = ProcessCluster(tmp_path)
+    cluster.start_scheduler()
+    cluster.start_worker()
+    cluster.start_worker()
+    try:
+        cluster.wait_for_workers(2)
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"set {POSTGRES_ENV} to a PostgreSQL URL to run PostgreSQL tests")
+    import sqlalchemy
+
+    name = f"dasktune_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = sqlalchemy.engine.make_url(base).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    base = os.environ.get(REDIS_ENV)
+    if not base:
+        pytest.skip(f"set {REDIS_ENV} to a Redis URL to run Redis tests")
+    import redis
+
+    prefix = f"dasktune-test-{uuid.uuid4().hex[:12]}"
+    yield f"{base}?prefix={prefix}"
+    connection = redis.Redis.from_url(base)
+    keys = list(connection.scan_iter(f"{prefix}*"))
+    if keys:
+        connection.delete(*keys)
+    connection.close()

@@ -1,0 +1,338 @@
+"""The scheduler's side of one named storage, free of Dask so it can be tested alone.
+
+A :class:`StorageHost` owns the real Optuna storage (the *backend*) and keeps beside it a
+mirror of every study and trial in wire form, plus, per study, an append-only change log
+of the trial ids each write touched. That log is what makes the question every client asks
+— "what changed in study S since my cursor c?" — cost O(changes): the answer is the set of
+trial ids in ``log[c:]``, whose current wire form is already at hand.
+
+The backend is the single source of truth: every write goes to it first (so its errors
+are Optuna's own), and the touched trials are then re-read from it into the mirror. Reads
+are answered from the mirror and never touch the backend, so a database backend sees only
+writes.
+
+Writes arrive as *operations* ``[name, args, request_id]``. A request id that was already
+applied returns the stored result instead of applying again, so a client that retries after
+a dropped connection cannot create a second trial.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from collections.abc import Iterable
+import json
+import threading
+import time
+from typing import Any
+import uuid
+
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+
+from dasktune.storage import wire
+
+#: How many request ids of applied writes are remembered for idempotent retries.
+_REMEMBERED_REQUESTS = 100_000
+#: Marks a change to the study itself (attributes) in a change log of trial ids.
+STUDY_CHANGED = -1
+
+Delta = list[Any]  # [study_id, cursor, [wire trials], study meta or None]
+
+
+class StorageHost:
+    """One named storage on the scheduler: backend, wire mirror, change logs, heartbeats.
+
+    Thread-safety: :meth:`execute` may run on a worker thread (blocking backends run off the
+    scheduler's event loop, one operation at a time), while :meth:`deltas` runs on the loop.
+    The mirror is guarded by a lock that is never held across a backend call.
+    """
+
+    def __init__(self, backend: BaseStorage, url: str | None) -> None:
+        self.backend = backend
+        self.url = url
+        #: Changes when the host is rebuilt (scheduler restart): client cursors are then void.
+        self.epoch = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._studies: dict[int, dict[str, Any]] = {}
+        self._names: dict[str, int] = {}
+        self._trials: dict[int, wire.Trial] = {}
+        self._trial_study: dict[int, int] = {}
+        self._logs: dict[int, list[int]] = {}
+        self._applied: OrderedDict[str, Any] = OrderedDict()
+        self._heartbeats: dict[int, float] = {}
+        #: Trials written by the operations of the current :meth:`execute`, re-read from the
+        #: backend once at its end however many operations touched them.
+        self._dirty: dict[int, int] = {}
+        for data in wire.dump_storage(backend):
+            trials = data.pop("trials")
+            self._add_study(data)
+            for trial in trials:
+                self._put_trial(data["id"], trial)
+
+    # -- operations ------------------------------------------------------------------
+
+    def execute(self, ops: list[list[Any]]) -> tuple[list[Any], list[Any] | None]:
+        """Apply ``ops`` in order; stop at the first failure.
+
+        Returns the results of the operations that ran and ``None``, or those results and
+        ``[index, type_name, message]`` for the one that failed.
+        """
+        results: list[Any] = []
+        try:
+            for index, (name, args, request_id) in enumerate(ops):
+                if request_id is not None and request_id in self._applied:
+                    results.append(self._applied[request_id])
+                    continue
+                handler = OPERATIONS.get(name)
+                try:
+                    if handler is None:
+                        raise ValueError(f"Unknown storage operation {name!r}.")
+                    result = handler(self, *args)
+                except Exception as e:  # every error goes back to the caller as data
+                    return results, [index, *wire.encode_error(e)]
+                if request_id is not None:
+                    self._applied[request_id] = result
+                    if len(self._applied) > _REMEMBERED_REQUESTS:
+                        self._applied.popitem(last=False)
+                results.append(result)
+            return results, None
+        finally:
+            self._refresh_dirty()
+
+    def touched_studies(self, ops: list[list[Any]], results: list[Any]) -> set[int]:
+        """Studies changed by the operations that ran, whose replicas a client must refresh."""
+        touched = set()
+        with self._lock:
+            for (name, args, _), result in zip(ops, results):
+                if name == "create_new_study":
+                    touched.add(result)
+                elif name in _BY_STUDY:
+                    touched.add(args[0])
+                elif name in _BY_TRIAL and args[0] in self._trial_study:
+                    touched.add(self._trial_study[args[0]])
+        return touched
+
+    def deltas(
+        self, cursors: dict[int, int], studies: Iterable[int]
+    ) -> tuple[list[Delta], list[int]]:
+        """What changed in ``studies`` since each client's cursor (0 when it has none).
+
+        Returns the deltas and the ids of the studies that do not exist (any more).
+        """
+        deltas, missing = [], []
+        with self._lock:
+            for study_id in studies:
+                log = self._logs.get(study_id)
+                if log is None:
+                    missing.append(study_id)
+                    continue
+                cursor = cursors.get(study_id, 0)
+                if cursor > len(log):  # a cursor from another host: start over
+                    cursor = 0
+                if cursor == len(log):
+                    continue
+                changed = dict.fromkeys(log[cursor:])
+                meta = self._study_meta(study_id) if STUDY_CHANGED in changed else None
+                trials = [self._trials[t] for t in changed if t != STUDY_CHANGED]
+                deltas.append([study_id, len(log), trials, meta])
+        return deltas, missing
+
+    def dump(self) -> list[dict[str, Any]]:
+        """Every study and its trials, in wire form."""
+        with self._lock:
+            return [
+                {
+                    **self._study_meta(study_id),
+                    "trials": [
+                        self._trials[t] for t in dict.fromkeys(self._logs[study_id]) if t >= 0
+                    ],
+                }
+                for study_id in sorted(self._studies)
+            ]
+
+    # -- study operations ------------------------------------------------------------
+
+    def create_new_study(self, directions: list[int], study_name: str | None) -> int:
+        study_id = self.backend.create_new_study(wire.decode_directions(directions), study_name)
+        name = self.backend.get_study_name_from_id(study_id)
+        with self._lock:
+            self._add_study(
+                {
+                    "id": study_id,
+                    "name": name,
+                    "directions": directions,
+                    "user_attrs": "{}",
+                    "system_attrs": "{}",
+                }
+            )
+        return study_id
+
+    def delete_study(self, study_id: int) -> None:
+        self.backend.delete_study(study_id)
+        with self._lock:
+            study = self._studies.pop(study_id)
+            del self._names[study["name"]]
+            for trial_id in self._logs.pop(study_id):
+                self._trials.pop(trial_id, None)
+                self._trial_study.pop(trial_id, None)
+                self._heartbeats.pop(trial_id, None)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: str) -> None:
+        self.backend.set_study_user_attr(study_id, key, json.loads(value))
+        self._set_study_attr(study_id, "user_attrs", key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: str) -> None:
+        self.backend.set_study_system_attr(study_id, key, json.loads(value))
+        self._set_study_attr(study_id, "system_attrs", key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        with self._lock:
+            if study_name not in self._names:
+                raise KeyError(f"No such study {study_name}.")
+            return self._names[study_name]
+
+    def get_all_studies(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self._study_meta(study_id) for study_id in sorted(self._studies)]
+
+    # -- trial operations ------------------------------------------------------------
+
+    def create_new_trial(self, study_id: int, template: wire.Trial | None) -> int:
+        trial = None if template is None else wire.decode_trial(template)
+        trial_id = self.backend.create_new_trial(study_id, template_trial=trial)
+        self._dirty[trial_id] = study_id
+        return trial_id
+
+    def set_trial_param(self, trial_id: int, name: str, value: float, distribution: str) -> None:
+        self.backend.set_trial_param(
+            trial_id, name, value, wire.decode_distribution(distribution)
+        )
+        self._touch(trial_id)
+
+    def set_trial_state_values(
+        self, trial_id: int, state: int, values: list[float] | None
+    ) -> bool:
+        changed = self.backend.set_trial_state_values(trial_id, TrialState(state), values)
+        self._touch(trial_id)
+        return changed
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
+        self.backend.set_trial_intermediate_value(trial_id, step, value)
+        self._touch(trial_id)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: str) -> None:
+        self.backend.set_trial_user_attr(trial_id, key, json.loads(value))
+        self._touch(trial_id)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: str) -> None:
+        self.backend.set_trial_system_attr(trial_id, key, json.loads(value))
+        self._touch(trial_id)
+
+    def locate_trial(self, trial_id: int) -> int:
+        """Id of the study that holds ``trial_id``."""
+        with self._lock:
+            self._check_trial(trial_id)
+            return self._trial_study[trial_id]
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        with self._lock:
+            self._check_trial(trial_id)
+            self._heartbeats[trial_id] = time.monotonic()
+
+    def get_stale_trial_ids(self, study_id: int, grace_period: float) -> list[int]:
+        """RUNNING trials of ``study_id`` whose last heartbeat is older than ``grace_period``."""
+        now = time.monotonic()
+        with self._lock:
+            self._check_study(study_id)
+            return [
+                trial_id
+                for trial_id, beat in self._heartbeats.items()
+                if now - beat > grace_period
+                and self._trial_study.get(trial_id) == study_id
+                and self._trials[trial_id]["state"] == TrialState.RUNNING.value
+            ]
+
+    # -- mirror ----------------------------------------------------------------------
+
+    def _touch(self, trial_id: int) -> None:
+        self._dirty[trial_id] = self._trial_study[trial_id]
+
+    def _refresh_dirty(self) -> None:
+        fresh = [
+            (study_id, wire.encode_trial(self.backend.get_trial(trial_id)))
+            for trial_id, study_id in self._dirty.items()
+        ]
+        self._dirty.clear()
+        with self._lock:
+            for study_id, data in fresh:
+                self._put_trial(study_id, data)
+                if data["state"] != TrialState.RUNNING.value:
+                    self._heartbeats.pop(data["id"], None)
+
+    def _put_trial(self, study_id: int, data: wire.Trial) -> None:
+        self._trials[data["id"]] = data
+        self._trial_study[data["id"]] = study_id
+        self._logs[study_id].append(data["id"])
+
+    def _add_study(self, meta: dict[str, Any]) -> None:
+        meta = dict(meta)
+        meta["user_attrs"] = json.loads(meta["user_attrs"])
+        meta["system_attrs"] = json.loads(meta["system_attrs"])
+        self._studies[meta["id"]] = meta
+        self._names[meta["name"]] = meta["id"]
+        self._logs[meta["id"]] = [STUDY_CHANGED]
+
+    def _set_study_attr(self, study_id: int, kind: str, key: str, value: str) -> None:
+        with self._lock:
+            self._studies[study_id][kind] = {**self._studies[study_id][kind], key: json.loads(value)}
+            self._logs[study_id].append(STUDY_CHANGED)
+
+    def _study_meta(self, study_id: int) -> dict[str, Any]:
+        study = self._studies[study_id]
+        return {
+            **study,
+            "user_attrs": wire.encode_attrs(study["user_attrs"]),
+            "system_attrs": wire.encode_attrs(study["system_attrs"]),
+        }
+
+    def _check_trial(self, trial_id: int) -> None:
+        if trial_id not in self._trial_study:
+            raise KeyError(f"No trial with trial_id {trial_id} exists.")
+
+    def _check_study(self, study_id: int) -> None:
+        if study_id not in self._studies:
+            raise KeyError(f"No study with study_id {study_id} exists.")
+
+
+#: The operations a client may ask for, by wire name. Nothing outside this table runs.
+OPERATIONS: dict[str, Callable[..., Any]] = {
+    name: getattr(StorageHost, name)
+    for name in (
+        "create_new_study",
+        "delete_study",
+        "set_study_user_attr",
+        "set_study_system_attr",
+        "get_study_id_from_name",
+        "get_all_studies",
+        "create_new_trial",
+        "set_trial_param",
+        "set_trial_state_values",
+        "set_trial_intermediate_value",
+        "set_trial_user_attr",
+        "set_trial_system_attr",
+        "locate_trial",
+        "record_heartbeat",
+        "get_stale_trial_ids",
+    )
+}
+# Operations whose first argument names the study (trial) whose replica a caller refreshes.
+_BY_STUDY = {"set_study_user_attr", "set_study_system_attr", "create_new_trial"}
+_BY_TRIAL = {
+    "set_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "locate_trial",
+}

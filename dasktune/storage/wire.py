@@ -1,0 +1,210 @@
+"""The wire format of the storage protocol: plain data only.
+
+Everything a client, a worker and the scheduler say to each other about studies is built
+from numbers, strings, lists and dicts, so distributed sends it as msgpack and never as
+pickle. That keeps processes on different Optuna minor versions working together (a pickled
+``FrozenTrial`` does not survive that) and keeps the scheduler from running code that arrives
+through storage calls.
+
+A trial travels as a dict with short keys (see :func:`encode_trial`); attributes travel as
+JSON text, which is also what makes a value that Optuna could not store in a database fail
+at the call that set it; distributions travel as Optuna's own JSON.
+
+Errors travel as ``[type_name, message]`` and are mapped back to their original type through
+the one table :data:`ERROR_TYPES`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+import functools
+import json
+from typing import Any
+
+from optuna.distributions import BaseDistribution
+from optuna.distributions import distribution_to_json
+from optuna.distributions import json_to_distribution
+from optuna.exceptions import DuplicatedStudyError
+from optuna.exceptions import StorageInternalError
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
+from optuna.storages import InMemoryStorage
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
+
+#: Exception types that cross the wire with their identity. Anything else raised on the
+#: scheduler arrives as :class:`optuna.exceptions.StorageInternalError` naming the original.
+ERROR_TYPES: dict[str, type[Exception]] = {
+    t.__name__: t
+    for t in (
+        KeyError,
+        ValueError,
+        TypeError,
+        RuntimeError,
+        NotImplementedError,
+        DuplicatedStudyError,
+        UpdateFinishedTrialError,
+        StorageInternalError,
+    )
+}
+
+Trial = dict[str, Any]
+Error = list[str]
+
+
+def encode_error(exc: BaseException) -> Error:
+    """Turn an exception into ``[type_name, message]``."""
+    name = type(exc).__name__
+    # KeyError's str() quotes its message; its first argument is the message itself.
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if ERROR_TYPES.get(name) is not type(exc):
+        return ["StorageInternalError", f"{name}: {message}"]
+    return [name, message]
+
+
+def decode_error(error: Error) -> Exception:
+    """Rebuild the exception described by ``[type_name, message]``."""
+    name, message = error
+    return ERROR_TYPES.get(name, StorageInternalError)(message)
+
+
+def encode_attr(value: Any) -> str:
+    """JSON text of an attribute value; raises ``TypeError`` naming what cannot be stored."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"Attribute value {value!r} is not JSON serializable ({e}); Optuna storages keep "
+            "only JSON-serializable attributes: convert it to str, int, float, bool, None, "
+            "or a list or dict of those."
+        ) from None
+
+
+def encode_attrs(attrs: dict[str, Any]) -> str:
+    """JSON text of an attribute dict (most are empty)."""
+    return json.dumps(attrs) if attrs else "{}"
+
+
+def decode_attrs(text: str) -> dict[str, Any]:
+    """Attributes from the JSON text they travel as."""
+    return json.loads(text) if text != "{}" else {}
+
+
+def encode_datetime(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def decode_datetime(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def encode_distribution(distribution: BaseDistribution) -> str:
+    """Optuna's JSON of a distribution; trials of a study share a handful of them."""
+    return distribution_to_json(distribution)
+
+
+@functools.lru_cache(maxsize=4096)
+def decode_distribution(text: str) -> BaseDistribution:
+    """Optuna distribution from its JSON."""
+    return json_to_distribution(text)
+
+
+def encode_trial(trial: FrozenTrial) -> Trial:
+    """Plain-data form of a trial. Parameters travel in Optuna's internal (float) form."""
+    return {
+        "id": trial._trial_id,
+        "number": trial.number,
+        "state": trial.state.value,
+        "values": trial.values,
+        "params": {
+            name: dist.to_internal_repr(trial.params[name])
+            for name, dist in trial.distributions.items()
+        },
+        "distributions": {
+            name: encode_distribution(dist) for name, dist in trial.distributions.items()
+        },
+        "user_attrs": encode_attrs(trial.user_attrs),
+        "system_attrs": encode_attrs(trial.system_attrs),
+        "intermediate_values": [[step, v] for step, v in trial.intermediate_values.items()],
+        "datetime_start": encode_datetime(trial.datetime_start),
+        "datetime_complete": encode_datetime(trial.datetime_complete),
+    }
+
+
+def decode_trial(data: Trial) -> FrozenTrial:
+    distributions = {
+        name: decode_distribution(text) for name, text in data["distributions"].items()
+    }
+    return FrozenTrial(
+        trial_id=data["id"],
+        number=data["number"],
+        state=TrialState(data["state"]),
+        value=None,
+        values=data["values"],
+        params={
+            name: dist.to_external_repr(data["params"][name])
+            for name, dist in distributions.items()
+        },
+        distributions=distributions,
+        user_attrs=decode_attrs(data["user_attrs"]),
+        system_attrs=decode_attrs(data["system_attrs"]),
+        intermediate_values={step: v for step, v in data["intermediate_values"]},
+        datetime_start=decode_datetime(data["datetime_start"]),
+        datetime_complete=decode_datetime(data["datetime_complete"]),
+    )
+
+
+def encode_directions(directions: list[StudyDirection]) -> list[int]:
+    return [d.value for d in directions]
+
+
+def decode_directions(directions: list[int]) -> list[StudyDirection]:
+    return [StudyDirection(d) for d in directions]
+
+
+def decode_study(data: dict[str, Any]) -> FrozenStudy:
+    return FrozenStudy(
+        study_name=data["name"],
+        direction=None,
+        directions=decode_directions(data["directions"]),
+        user_attrs=decode_attrs(data["user_attrs"]),
+        system_attrs=decode_attrs(data["system_attrs"]),
+        study_id=data["id"],
+    )
+
+
+def dump_storage(storage: BaseStorage) -> list[dict[str, Any]]:
+    """Every study of ``storage``, with its trials, as plain data."""
+    return [
+        {
+            "id": study._study_id,
+            "name": study.study_name,
+            "directions": encode_directions(study.directions),
+            "user_attrs": encode_attrs(study.user_attrs),
+            "system_attrs": encode_attrs(study.system_attrs),
+            "trials": [
+                encode_trial(t) for t in storage.get_all_trials(study._study_id, deepcopy=False)
+            ],
+        }
+        for study in storage.get_all_studies()
+    ]
+
+
+def load_storage(dump: list[dict[str, Any]], storage: BaseStorage | None = None) -> BaseStorage:
+    """Recreate the studies of a :func:`dump_storage` dump in ``storage`` (new in-memory one
+    by default). Study and trial ids are the target's own; names and numbers are kept."""
+    storage = storage if storage is not None else InMemoryStorage()
+    for data in dump:
+        study = decode_study(data)
+        study_id = storage.create_new_study(study.directions, study.study_name)
+        for key, value in study.user_attrs.items():
+            storage.set_study_user_attr(study_id, key, value)
+        for key, value in study.system_attrs.items():
+            storage.set_study_system_attr(study_id, key, value)
+        for trial in data["trials"]:
+            storage.create_new_trial(study_id, template_trial=decode_trial(trial))
+    return storage
+
