@@ -78,7 +78,12 @@ class ProcessCluster:
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen:
         dask = shutil.which("dask", path=os.path.dirname(sys.executable)) or "dask"
         out = open(self.workdir / log, "ab")
-        return subprocess.Popen([dask, *args], stdout=out, stderr=subprocess.STDOUT)
+        # Objectives defined in test modules are pickled by reference: let the scheduler
+        # and workers import them as pytest does.
+        root = Path(__file__).parent
+        path = os.pathsep.join([str(root / "tests"), str(root), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": path}
+        return subprocess.Popen([dask, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def start_scheduler(self, port: int = 0) -> str:
         if self.scheduler_file.exists():

@@ -98,7 +98,7 @@ class StoragePlugin(SchedulerPlugin):
     ) -> dict[str, Any]:
         host = self.hosts.get(name)
         if host is None:
-            return {"results": [], "error": [0, *wire.encode_error(_no_storage(name))]}
+            return {"error": wire.encode_error(_no_storage(name))}
         results, error = await self._run(name, host.execute, ops) if ops else ([], None)
         touched = host.touched_studies(ops, results)
         # Cursors from another epoch (a scheduler restart) mean nothing here: start over.

@@ -1,0 +1,357 @@
+"""DaskStorage through real clusters: the proxy's checklist (sharing, pickling, clients,
+registration, errors across processes, backends given as objects)."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import subprocess
+import sys
+import textwrap
+import warnings
+
+from distributed import Client
+from distributed import LocalCluster
+import msgpack
+import optuna
+from optuna.exceptions import DuplicatedStudyError
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import InMemoryStorage
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+import pytest
+
+from dasktune import DaskStorage
+from dasktune.storage.plugin import PLUGIN_NAME
+
+
+def quadratic(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -10, 10)
+    c = trial.suggest_categorical("c", ["a", "b"])
+    return (x - 2) ** 2 + (c == "b")
+
+
+def test_trials_run_on_workers_are_seen_by_the_client(client: Client) -> None:
+    study = optuna.create_study(storage=DaskStorage())
+    futures = [client.submit(study.optimize, quadratic, n_trials=1, pure=False) for _ in range(20)]
+    client.gather(futures)
+    assert len(study.trials) == 20
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert sorted(t.number for t in study.trials) == list(range(20))
+    workers = {w for w in client.run(lambda dask_worker: dask_worker.address).values()}
+    assert len(workers) == 2
+    assert study.best_value == min(t.value for t in study.trials)
+
+
+def test_each_read_sees_every_acknowledged_write(client: Client) -> None:
+    study = optuna.create_study(storage=DaskStorage())
+    for i in range(5):
+        client.submit(study.optimize, quadratic, n_trials=1, pure=False).result()
+        assert len(study.trials) == i + 1  # no stale replica after the task returned
+
+
+def test_load_study_by_name_from_a_second_client(cluster: LocalCluster, client: Client) -> None:
+    storage = DaskStorage(name="shared-by-name")
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.optimize(quadratic, n_trials=3)
+    with Client(cluster) as other:
+        loaded = optuna.load_study(
+            study_name="s", storage=DaskStorage(name="shared-by-name", client=other)
+        )
+        assert [t.params for t in loaded.trials] == [t.params for t in study.trials]
+
+
+def test_two_storages_have_different_names_and_separate_studies(client: Client) -> None:
+    a, b = DaskStorage(), DaskStorage()
+    assert a.name != b.name
+    optuna.create_study(storage=a, study_name="only-in-a")
+    assert [s.study_name for s in a.get_all_studies()] == ["only-in-a"]
+    assert b.get_all_studies() == []
+
+
+def test_pickle_round_trip_keeps_name_and_heartbeat_settings(client: Client) -> None:
+    storage = DaskStorage(heartbeat_interval=5, grace_period=11)
+    restored = pickle.loads(pickle.dumps(storage))
+    assert restored.name == storage.name
+    assert restored.get_heartbeat_interval() == 5
+    assert restored.grace_period == 11
+
+
+def test_unpickling_where_no_client_exists_fails_only_on_use(client: Client) -> None:
+    storage = DaskStorage()
+    storage.create_new_study([StudyDirection.MINIMIZE], "x")
+    code = textwrap.dedent(
+        """
+        import pickle, sys
+        storage = pickle.loads(sys.stdin.buffer.read())
+        print(storage.name)
+        try:
+            storage.get_all_studies()
+        except ValueError as e:
+            print("ValueError:", e)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps(storage),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
+    assert out.splitlines()[0] == storage.name
+    assert "ValueError: No Dask client found" in out
+
+
+def test_constructor_without_any_client_raises_value_error(cluster: LocalCluster) -> None:
+    with pytest.raises(ValueError, match="No Dask client found"):
+        DaskStorage()
+
+
+def test_register_false_attaches_without_setup(client: Client) -> None:
+    storage = DaskStorage(name="attach-me")
+    optuna.create_study(storage=storage, study_name="s").optimize(quadratic, n_trials=2)
+    attached = DaskStorage(name="attach-me", register=False)
+    assert len(optuna.load_study(study_name="s", storage=attached).trials) == 2
+
+
+def test_register_false_with_unknown_name_says_so(client: Client) -> None:
+    storage = DaskStorage(name="never-created", register=False)
+    with pytest.raises(KeyError, match="No DaskStorage named 'never-created'"):
+        storage.get_all_studies()
+
+
+def test_same_name_with_another_url_is_refused(client: Client, tmp_path) -> None:
+    DaskStorage(name="one-url")
+    with pytest.raises(ValueError, match="already exists on the scheduler"):
+        DaskStorage(f"sqlite:///{tmp_path / 'x.db'}", name="one-url")
+    # storage=None attaches to what exists, as optuna_integration.DaskStorage does.
+    DaskStorage(name="one-url")
+
+
+def test_async_client(cluster: LocalCluster) -> None:
+    async def run() -> list[float]:
+        async with Client(cluster.scheduler_address, asynchronous=True) as client:
+            storage = await DaskStorage(client=client)
+            study = await asyncio.to_thread(optuna.create_study, storage=storage)
+            futures = [
+                client.submit(study.optimize, quadratic, n_trials=1, pure=False)
+                for _ in range(4)
+            ]
+            await client.gather(futures)
+            trials = await asyncio.to_thread(lambda: study.trials)
+            return [t.value for t in trials]
+
+    values = asyncio.run(run())
+    assert len(values) == 4 and all(v is not None for v in values)
+
+
+def test_get_base_storage_is_an_in_memory_copy(client: Client) -> None:
+    storage = DaskStorage()
+    study = optuna.create_study(storage=storage, study_name="copied")
+    study.set_user_attr("team", "blue")
+    study.optimize(quadratic, n_trials=5)
+    base = storage.get_base_storage()
+    assert isinstance(base, InMemoryStorage)
+    copy = optuna.load_study(study_name="copied", storage=base)
+    assert copy.user_attrs == {"team": "blue"}
+    assert [(t.number, t.params, t.value) for t in copy.trials] == [
+        (t.number, t.params, t.value) for t in study.trials
+    ]
+
+
+def test_in_memory_storage_object_is_copied_to_the_scheduler(client: Client) -> None:
+    local = InMemoryStorage()
+    optuna.create_study(storage=local, study_name="local").optimize(quadratic, n_trials=3)
+    study = optuna.load_study(study_name="local", storage=DaskStorage(local))
+    assert len(study.trials) == 3
+
+
+def test_rdb_storage_object_is_passed_by_url(client: Client, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'obj.db'}"
+    rdb = optuna.storages.RDBStorage(url)
+    optuna.create_study(storage=rdb, study_name="on-disk").optimize(quadratic, n_trials=2)
+    study = optuna.load_study(study_name="on-disk", storage=DaskStorage(rdb))
+    study.optimize(quadratic, n_trials=1)
+    assert len(optuna.load_study(study_name="on-disk", storage=url).trials) == 3
+
+
+def test_bad_storage_arguments_are_refused_at_the_call(client: Client) -> None:
+    with pytest.raises(ValueError, match="Unsupported storage URL 'ftp://nowhere'"):
+        DaskStorage("ftp://nowhere")
+    with pytest.raises(ValueError, match="must name an absolute path"):
+        DaskStorage("journal://relative.log")
+    with pytest.raises(TypeError, match="pass its URL instead"):
+        DaskStorage(optuna.storages.JournalStorage(_NoFileBackend()))
+
+
+class _NoFileBackend(optuna.storages.journal.BaseJournalBackend):
+    def read_logs(self, log_number_from: int):  # pragma: no cover - never read
+        return iter(())
+
+    def append_logs(self, logs) -> None:  # pragma: no cover - never written
+        pass
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_heartbeat_settings_must_be_positive(client: Client, value: int) -> None:
+    with pytest.raises(ValueError, match="heartbeat_interval"):
+        DaskStorage(heartbeat_interval=value)
+    with pytest.raises(ValueError, match="grace_period"):
+        DaskStorage(grace_period=value)
+
+
+def test_failed_trial_callback_is_a_deprecated_alias(client: Client) -> None:
+    def callback(study, trial) -> None:
+        pass
+
+    with pytest.warns(FutureWarning, match="heartbeat_stale_trial_callback"):
+        storage = DaskStorage(heartbeat_interval=1, failed_trial_callback=callback)
+    assert storage.get_heartbeat_stale_trial_callback() is callback
+    with pytest.raises(ValueError, match="only one"):
+        DaskStorage(heartbeat_stale_trial_callback=callback, failed_trial_callback=callback)
+
+
+def test_errors_arrive_with_their_optuna_type_in_the_caller(client: Client) -> None:
+    storage = DaskStorage()
+    study = optuna.create_study(storage=storage, study_name="dup")
+    with pytest.raises(DuplicatedStudyError):
+        optuna.create_study(storage=storage, study_name="dup")
+    with pytest.raises(KeyError, match="No such study nope"):
+        optuna.load_study(study_name="nope", storage=storage)
+    study.optimize(quadratic, n_trials=1)
+    finished = study.trials[0]._trial_id
+
+    def write_finished(storage: DaskStorage, trial_id: int) -> str:
+        try:
+            storage.set_trial_user_attr(trial_id, "late", 1)
+        except UpdateFinishedTrialError as e:
+            return f"{type(e).__name__}: {e}"
+        return "no error"
+
+    # Raised on a worker, from the scheduler's answer, with Optuna's own type and message.
+    assert client.submit(write_finished, storage, finished).result().startswith(
+        "UpdateFinishedTrialError: Trial#0 has already finished"
+    )
+
+
+def test_incompatible_distribution_raises_value_error_and_keeps_the_trial(
+    client: Client,
+) -> None:
+    storage = DaskStorage()
+    study = optuna.create_study(storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    trial = study.ask()
+    with pytest.raises(ValueError, match="Cannot set different distribution kind"):
+        trial.suggest_categorical("x", ["a", "b"])
+    study.tell(trial, 1.0)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def test_attribute_that_is_not_json_is_refused_and_nothing_is_lost(client: Client) -> None:
+    storage = DaskStorage()
+    study = optuna.create_study(storage=storage)
+    study.set_user_attr("ok", [1, 2])
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        study.set_user_attr("bad", object())
+    trial = study.ask()
+    trial.set_user_attr("kept", "yes")
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        trial.set_user_attr("bad", {1, 2})
+    study.tell(trial, 0.5)
+    assert study.user_attrs == {"ok": [1, 2]}
+    assert study.trials[0].user_attrs == {"kept": "yes"}
+    assert study.trials[0].value == 0.5
+
+
+def _record_traffic(dask_scheduler) -> None:
+    """Wrap the storage handler to keep every request and reply it sees."""
+    handler = dask_scheduler.handlers["dasktune_storage_call"]
+    dask_scheduler.dasktune_traffic = traffic = []
+
+    async def recording(**kwargs):
+        reply = await handler(**kwargs)
+        traffic.append((kwargs, reply))
+        return reply
+
+    dask_scheduler.handlers["dasktune_storage_call"] = recording
+
+
+def _restore_and_take_traffic(dask_scheduler) -> list:
+    plugin = dask_scheduler.plugins[PLUGIN_NAME]
+    dask_scheduler.handlers["dasktune_storage_call"] = plugin.call
+    return dask_scheduler.__dict__.pop("dasktune_traffic")
+
+
+def test_requests_and_replies_are_plain_msgpack_data(client: Client) -> None:
+    storage = DaskStorage()
+    study = optuna.create_study(storage=storage)
+    pareto = optuna.create_study(storage=storage, directions=["minimize", "maximize"])
+    client.run_on_scheduler(_record_traffic)
+    try:
+
+        def objective(trial: optuna.Trial) -> float:
+            trial.set_user_attr("nested", {"a": [1, 2.5, None]})
+            trial.report(1.0, step=1)
+            return quadratic(trial) + trial.suggest_int("n", 1, 5, log=True)
+
+        def two_objectives(trial: optuna.Trial) -> tuple[float, float]:
+            return quadratic(trial), trial.suggest_int("n", 1, 5, log=True)
+
+        futures = [
+            client.submit(study.optimize, objective, n_trials=2, pure=False),
+            client.submit(pareto.optimize, two_objectives, n_trials=2, pure=False),
+        ]
+        client.gather(futures)
+        assert len(study.trials) == len(pareto.trials) == 2
+    finally:
+        traffic = client.run_on_scheduler(_restore_and_take_traffic)
+    assert len(traffic) > 5
+    for request, reply in traffic:
+        # No default= hook: anything but plain data (a pickled object) would raise here.
+        msgpack.packb(request)
+        msgpack.packb(reply)
+
+
+def test_preloaded_plugin_is_found_and_not_reinstalled(tmp_path) -> None:
+    from conftest import ProcessCluster
+
+    cluster = ProcessCluster(tmp_path, scheduler_args=["--preload", "dasktune"])
+    cluster.start_scheduler()
+    cluster.start_worker()
+    try:
+        with cluster.client() as client:
+            client.wait_for_workers(1)
+            before = client.run_on_scheduler(
+                lambda dask_scheduler: id(dask_scheduler.plugins[PLUGIN_NAME])
+            )
+            study = optuna.create_study(storage=DaskStorage())
+            client.gather(
+                [client.submit(study.optimize, quadratic, n_trials=1, pure=False)]
+            )
+            after = client.run_on_scheduler(
+                lambda dask_scheduler: id(dask_scheduler.plugins[PLUGIN_NAME])
+            )
+            assert before == after
+            assert len(study.trials) == 1
+        log = (tmp_path / "scheduler.log").read_text()
+        assert "register_scheduler_plugin" not in log
+    finally:
+        cluster.close()
+
+
+def test_storage_works_against_separate_scheduler_and_worker_processes(process_cluster) -> None:
+    with process_cluster.client() as client:
+        study = optuna.create_study(storage=DaskStorage(), study_name="remote")
+        futures = [
+            client.submit(study.optimize, quadratic, n_trials=1, pure=False) for _ in range(10)
+        ]
+        client.gather(futures)
+        assert len(study.trials) == 10
+        assert {t.state for t in study.trials} == {TrialState.COMPLETE}
+
+
+def test_no_experimental_or_pickle_warnings_on_use(client: Client) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        storage = DaskStorage()
+        optuna.create_study(storage=storage).optimize(quadratic, n_trials=2)
