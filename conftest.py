@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import gc
 import json
 import os
 from pathlib import Path
@@ -57,6 +58,7 @@ def cluster() -> Iterator[LocalCluster]:
 def client(cluster: LocalCluster) -> Iterator[Client]:
     with Client(cluster, set_as_default=True) as client:
         yield client
+        gc.collect()  # futures held by reference cycles (tracebacks) release their tasks
         wait_for(
             lambda: client.run_on_scheduler(lambda dask_scheduler: not dask_scheduler.tasks),
             timeout=10,

@@ -3,7 +3,10 @@
 from dasktune.storage import DaskStorage
 from dasktune.storage import StoragePlugin
 from dasktune.storage.plugin import dask_setup
+from dasktune.submit import attach
+from dasktune.submit import optimize
+from dasktune.submit import Run
 
 __version__ = "0.1.0"
 
-__all__ = ["DaskStorage", "StoragePlugin", "dask_setup", "__version__"]
+__all__ = ["DaskStorage", "Run", "StoragePlugin", "attach", "dask_setup", "optimize", "__version__"]

@@ -31,6 +31,9 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from dasktune.storage import wire
+from dasktune.storage.runs import FAIL_REASON
+from dasktune.storage.runs import Run
+from dasktune.storage.runs import WORKER
 
 #: How many request ids of applied writes are remembered for idempotent retries.
 _REMEMBERED_REQUESTS = 100_000
@@ -64,11 +67,16 @@ class StorageHost:
         #: Trials written by the operations of the current :meth:`execute`, re-read from the
         #: backend once at its end however many operations touched them.
         self._dirty: dict[int, int] = {}
+        #: WAITING trials of each study, oldest first, for runners to claim before new ones.
+        self._waiting: dict[int, dict[int, None]] = {}
+        self.runs: dict[str, Run] = {}
+        self._run_of: dict[int, Run] = {}  # RUNNING trial id -> the run that claimed it
         for data in wire.dump_storage(backend):
             trials = data.pop("trials")
             self._add_study(data)
             for trial in trials:
                 self._put_trial(data["id"], trial)
+                self._track_state(data["id"], trial)
 
     # -- operations ------------------------------------------------------------------
 
@@ -111,6 +119,10 @@ class StorageHost:
                     touched.add(args[0])
                 elif name in _BY_TRIAL and args[0] in self._trial_study:
                     touched.add(self._trial_study[args[0]])
+                elif name == "claim_trial" and result is not None:
+                    touched.add(self._trial_study[result[0]])
+                elif name == "abort_run":
+                    touched.add(self.runs[args[0]].study_id)
         return touched
 
     def deltas(
@@ -253,6 +265,83 @@ class StorageHost:
                 and self._trials[trial_id]["state"] == TrialState.RUNNING.value
             ]
 
+    # -- runs (budgets of dasktune.optimize) -----------------------------------------
+
+    def open_run(
+        self,
+        run_id: str,
+        study_id: int,
+        n_trials: int | None,
+        timeout: float | None,
+        retries: int,
+    ) -> dict[str, Any]:
+        """Start accounting for one ``optimize`` call (again: the existing run's status)."""
+        with self._lock:
+            self._check_study(study_id)
+            if run_id not in self.runs:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                self.runs[run_id] = Run(run_id, study_id, n_trials, deadline, retries, timeout)
+            return self.runs[run_id].status()
+
+    def claim_trial(self, run_id: str, worker: str) -> list[Any] | None:
+        """Start a trial of ``run_id`` on ``worker`` if its budget allows: the oldest WAITING
+        trial of the study, else a new one. Returns ``[trial_id, was_waiting]`` or ``None``."""
+        run = self._run(run_id)
+        if not run.can_claim():
+            return None
+        waiting = self._waiting.get(run.study_id, {})
+        trial_id, was_waiting = None, False
+        for candidate in list(waiting):
+            del waiting[candidate]
+            if self.backend.set_trial_state_values(candidate, TrialState.RUNNING):
+                trial_id, was_waiting = candidate, True
+                break
+        if trial_id is None:
+            trial_id = self.backend.create_new_trial(run.study_id)
+        self.backend.set_trial_system_attr(trial_id, WORKER, worker)
+        self._dirty[trial_id] = run.study_id
+        run.claimed += 1
+        run.running[trial_id] = worker
+        self._run_of[trial_id] = run
+        return [trial_id, was_waiting]
+
+    def register_runner(self, run_id: str) -> int:
+        """A sequence number for a runner of ``run_id`` (0 for the first)."""
+        run = self._run(run_id)
+        run.runners += 1
+        return run.runners - 1
+
+    def stop_run(self, run_id: str, reason: str) -> dict[str, Any]:
+        """Let no new trial of ``run_id`` start."""
+        run = self._run(run_id)
+        if run.stopped is None:
+            run.stopped = reason
+        return run.status()
+
+    def abort_run(self, run_id: str, reason: str) -> None:
+        """Stop ``run_id`` and fail its running trials, recording ``reason`` on them."""
+        run = self._run(run_id)
+        if run.stopped is None:
+            run.stopped = reason
+        for trial_id in list(run.running):
+            self.backend.set_trial_system_attr(trial_id, FAIL_REASON, f"run {reason}")
+            self.backend.set_trial_state_values(trial_id, TrialState.FAIL)
+            self._dirty[trial_id] = run.study_id
+
+    def run_status(self, run_id: str, since: int = 0) -> list[Any]:
+        """``[status, ids of the trials that finished after the first since]``."""
+        run = self._run(run_id)
+        return [run.status(), run.finished_ids[since:]]
+
+    def find_runs(self, study_id: int) -> list[dict[str, Any]]:
+        """Status of every run of ``study_id``, oldest first."""
+        return [run.status() for run in self.runs.values() if run.study_id == study_id]
+
+    def _run(self, run_id: str) -> Run:
+        if run_id not in self.runs:
+            raise KeyError(f"No optimize run {run_id!r} on this storage.")
+        return self.runs[run_id]
+
     # -- mirror ----------------------------------------------------------------------
 
     def _touch(self, trial_id: int) -> None:
@@ -267,8 +356,22 @@ class StorageHost:
         with self._lock:
             for study_id, data in fresh:
                 self._put_trial(study_id, data)
-                if data["state"] != TrialState.RUNNING.value:
-                    self._heartbeats.pop(data["id"], None)
+                self._track_state(study_id, data)
+
+    def _track_state(self, study_id: int, data: wire.Trial) -> None:
+        """Keep the WAITING queue, heartbeats and run progress in step with a trial's state."""
+        trial_id, state = data["id"], TrialState(data["state"])
+        if state == TrialState.WAITING:
+            self._waiting.setdefault(study_id, {})[trial_id] = None
+        else:
+            self._waiting.get(study_id, {}).pop(trial_id, None)
+        if state != TrialState.RUNNING:
+            self._heartbeats.pop(trial_id, None)
+        if state.is_finished() and trial_id in self._run_of:
+            run = self._run_of.pop(trial_id)
+            run.running.pop(trial_id, None)
+            run.finished += 1
+            run.finished_ids.append(trial_id)
 
     def _put_trial(self, study_id: int, data: wire.Trial) -> None:
         self._trials[data["id"]] = data
@@ -324,6 +427,13 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
         "locate_trial",
         "record_heartbeat",
         "get_stale_trial_ids",
+        "open_run",
+        "claim_trial",
+        "register_runner",
+        "stop_run",
+        "abort_run",
+        "run_status",
+        "find_runs",
     )
 }
 # Operations whose first argument names the study (trial) whose replica a caller refreshes.

@@ -7,6 +7,9 @@ Routes it adds to ``scheduler.handlers`` (all plain data, see :mod:`dasktune.sto
 ``dasktune_storage_call(name, ops, cursors, want, epoch)``
     Apply write/read operations in order, then answer, for every study the operations
     touched or the caller wants, what changed since the caller's cursor.
+``dasktune_storage_watch(name, run_id, since, cursors, epoch, timeout)``
+    Wait (at most ``timeout`` seconds) until a trial of the ``optimize`` run ``run_id``
+    finishes or the run ends, then answer as ``call`` does for ``run_status``.
 ``dasktune_storage_dump(name)``
     Every study and trial of ``name`` (for ``get_base_storage`` and exports).
 ``dasktune_storage_names()``
@@ -25,6 +28,7 @@ cluster's operator with ``dask scheduler --preload dasktune``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 import logging
@@ -56,6 +60,8 @@ class StoragePlugin(SchedulerPlugin):
         self.hosts: dict[str, StorageHost] = {}
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._opening: dict[str, asyncio.Lock] = {}
+        #: Set (and replaced) whenever a storage's state changes, to wake its watchers.
+        self._changed: dict[str, asyncio.Event] = {}
 
     async def start(self, scheduler: Scheduler) -> None:
         """Register the ``dasktune_storage_*`` handlers on ``scheduler``."""
@@ -64,6 +70,7 @@ class StoragePlugin(SchedulerPlugin):
             {
                 "dasktune_storage_open": self.open,
                 "dasktune_storage_call": self.call,
+                "dasktune_storage_watch": self.watch,
                 "dasktune_storage_dump": self.dump,
                 "dasktune_storage_names": self.names,
             }
@@ -100,6 +107,53 @@ class StoragePlugin(SchedulerPlugin):
         if host is None:
             return {"error": wire.encode_error(_no_storage(name))}
         results, error = await self._run(name, host.execute, ops) if ops else ([], None)
+        if ops:
+            self._notify(name)
+        return self._reply(host, ops, results, error, cursors, want, epoch)
+
+    async def watch(
+        self,
+        name: str,
+        run_id: str,
+        since: int,
+        cursors: list[list[int]],
+        epoch: str | None,
+        timeout: float,
+    ) -> dict[str, Any]:
+        host = self.hosts.get(name)
+        if host is None:
+            return {"error": wire.encode_error(_no_storage(name))}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        op = ["run_status", [run_id, since], None]
+        while True:
+            results, error = host.execute([op])
+            if error is not None or results[0][1] or results[0][0]["done"]:
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                changed = self._changed.setdefault(name, asyncio.Event())
+                await asyncio.wait_for(changed.wait(), remaining)
+        want = [] if error is not None else [results[0][0]["study_id"]]
+        return self._reply(host, [op], results, error, cursors, want, epoch)
+
+    def _notify(self, name: str) -> None:
+        changed = self._changed.pop(name, None)
+        if changed is not None:
+            changed.set()
+
+    @staticmethod
+    def _reply(
+        host: StorageHost,
+        ops: list[list[Any]],
+        results: list[Any],
+        error: list[Any] | None,
+        cursors: list[list[int]],
+        want: list[int],
+        epoch: str | None,
+    ) -> dict[str, Any]:
         touched = host.touched_studies(ops, results)
         # Cursors from another epoch (a scheduler restart) mean nothing here: start over.
         known = dict(map(tuple, cursors)) if epoch == host.epoch else {}

@@ -243,6 +243,9 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
     # -- trials: writes ----------------------------------------------------------
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        runner = self._runner()
+        if template_trial is None and runner is not None and runner.reserved is not None:
+            return runner.take(study_id, was_waiting=False)
         template = None if template_trial is None else wire.encode_trial(template_trial)
         (trial_id,) = self._call([self._write("create_new_trial", study_id, template)])
         if template_trial is None or template_trial.state == TrialState.RUNNING:
@@ -276,6 +279,9 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
         trial = self._updatable_trial(trial_id)
+        runner = self._runner()
+        if runner is not None:
+            runner.snapshot = False  # pruning decisions need the other trials' latest values
         op = self._write("set_trial_intermediate_value", trial_id, step, intermediate_value)
         self._trial_write(trial, op, "set_intermediate_value", step, intermediate_value)
 
@@ -288,8 +294,17 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        self._updatable_trial(trial_id)
+        runner = self._runner()
+        if runner is not None and runner.reserved is not None and state == TrialState.RUNNING:
+            return runner.take_waiting(trial_id)
+        trial = self._updatable_trial(trial_id)
         values = None if values is None else [float(v) for v in values]
+        if runner is not None and state.is_finished() and trial.state == TrialState.RUNNING:
+            # A runner's tell travels with its next claim: one round trip per trial.
+            op = self._write("set_trial_state_values", trial_id, state.value, values)
+            self._trial_write(trial, op, "set_state", state, values)
+            self._owned.discard(trial_id)
+            return True
         (changed,) = self._call(
             [self._write("set_trial_state_values", trial_id, state.value, values)]
         )
@@ -323,6 +338,9 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         deepcopy: bool = True,
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
+        runner = self._runner()
+        if runner is not None and runner.reserved is not None and states == (TrialState.WAITING,):
+            return runner.waiting_view(self)
         study = self._study(study_id)
         with self._lock:
             trials = study.trials
@@ -365,28 +383,72 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
     def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
         return self.heartbeat_stale_trial_callback
 
+    # -- dasktune.optimize's trial runners --------------------------------------
+
+    def _claim_trial(self, run_id: str, worker: str) -> int | None:
+        """Claim the next trial of ``run_id`` for this thread, or ``None`` once the run's
+        budget is spent. One round trip, which also carries this thread's pending writes
+        (the previous trial's tell).
+
+        The claimed trial is then handed to Optuna's own ``study.ask()``: its query for
+        WAITING trials and its ``create_new_trial`` / claim of a WAITING trial are answered
+        with the claimed trial, locally. Until the trial reports an intermediate value,
+        reads come from the replica as of the claim (samplers see one consistent snapshot
+        per trial, as Optuna's own per-trial cache gives them).
+        """
+        (claimed,) = self._call([self._write("claim_trial", run_id, worker)])
+        if claimed is None:
+            self._thread.runner = None
+            return None
+        trial_id, was_waiting = claimed
+        with self._lock:
+            study_id = self._replica.study_of(trial_id)
+        assert study_id is not None, "a claim's reply carries the study's delta"
+        self._owned.add(trial_id)
+        self._thread.runner = _RunnerThread(study_id, trial_id, was_waiting)
+        return trial_id
+
+    def _watch_run(self, run_id: str, since: int, timeout: float) -> list[Any]:
+        """Wait up to ``timeout`` s for a trial of ``run_id`` to finish or the run to end;
+        ``[status, ids of trials finished after the first since]``, replica refreshed."""
+        (status,) = self._call(
+            [], handler="dasktune_storage_watch", run_id=run_id, since=since, timeout=timeout
+        )
+        return status
+
+    def _flush(self) -> None:
+        """Send this thread's pending writes now."""
+        if getattr(self._thread, "pending", None):
+            self._call([])
+
+    def _runner(self) -> _RunnerThread | None:
+        return getattr(self._thread, "runner", None)
+
     # -- protocol ----------------------------------------------------------------
 
     def _write(self, name: str, *args: Any) -> Op:
         """A write operation with a request id, so that a retried request applies it once."""
         return [name, list(args), f"{self._request_prefix}-{next(self._request_numbers)}"]
 
-    def _call(self, ops: list[Op], want: Sequence[int] = ()) -> list[Any]:
+    def _call(
+        self,
+        ops: list[Op],
+        want: Sequence[int] = (),
+        handler: str = "dasktune_storage_call",
+        **kwargs: Any,
+    ) -> list[Any]:
         """Send this thread's pending writes and ``ops`` in one request; return the results
         of ``ops``. The reply refreshes the replica of every study they touched and of
         ``want``; a study in ``want`` that does not exist raises ``KeyError``."""
-        pending: list[Op] = getattr(self._thread, "pending", None) or []
-        self._thread.pending = []
+        pending: list[Op] = []
+        if handler == "dasktune_storage_call":
+            pending = getattr(self._thread, "pending", None) or []
+            self._thread.pending = []
+            kwargs.update(ops=pending + ops, want=list(want))
         with self._lock:
             cursors, epoch = self._replica.cursors(), self._replica.epoch
         reply = self._run(
-            self._ask_scheduler,
-            "dasktune_storage_call",
-            name=self.name,
-            ops=pending + ops,
-            cursors=cursors,
-            want=list(want),
-            epoch=epoch,
+            self._ask_scheduler, handler, name=self.name, cursors=cursors, epoch=epoch, **kwargs
         )
         with self._lock:
             if reply["epoch"] != self._replica.epoch:
@@ -447,6 +509,9 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
     def _study(self, study_id: int, fresh: bool = True) -> StudyReplica:
         """The replica of ``study_id``, brought up to date first unless ``fresh`` is False
         and one exists (for what never changes: name and directions)."""
+        runner = self._runner()
+        if runner is not None and runner.snapshot and runner.study_id == study_id:
+            fresh = False  # a runner's trial reads the snapshot its claim brought
         with self._lock:
             study = self._replica.studies.get(study_id)
         if fresh or study is None:
@@ -517,3 +582,37 @@ def _attach(
     storage.grace_period = grace_period
     storage.heartbeat_stale_trial_callback = callback
     return storage
+
+
+class _RunnerThread:
+    """A runner thread's claimed trial, until Optuna's ``ask`` has taken it."""
+
+    def __init__(self, study_id: int, trial_id: int, was_waiting: bool) -> None:
+        self.study_id = study_id
+        self.reserved: int | None = trial_id
+        self.was_waiting = was_waiting
+        self.snapshot = True
+
+    def waiting_view(self, storage: DaskStorage) -> list[FrozenTrial]:
+        """What ``ask`` sees as the study's WAITING trials: the claimed one, as it was
+        before the claim, if it was WAITING; else none, so that ``ask`` creates a trial."""
+        if not self.was_waiting:
+            return []
+        trial = copy.copy(storage.get_trial(self.reserved))
+        trial.state = TrialState.WAITING
+        return [trial]
+
+    def take(self, study_id: int, was_waiting: bool) -> int:
+        if study_id != self.study_id or was_waiting != self.was_waiting:
+            raise RuntimeError(
+                "Optuna's ask() did not take the trial dasktune claimed for it; this Optuna "
+                "version is not supported by dasktune.optimize's runners."
+            )
+        trial_id, self.reserved = self.reserved, None
+        assert trial_id is not None
+        return trial_id
+
+    def take_waiting(self, trial_id: int) -> bool:
+        if trial_id != self.reserved:
+            return False  # another WAITING trial: the claimed one is ours
+        return self.take(self.study_id, was_waiting=True) == trial_id

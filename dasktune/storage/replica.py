@@ -14,6 +14,7 @@ were.
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -117,6 +118,17 @@ class Replica:
     def set_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
         trial = self._copy(trial_id)
         trial.intermediate_values = {**trial.intermediate_values, step: value}
+        self._replace(trial)
+
+    def set_state(
+        self, trial_id: int, state: TrialState, values: list[float] | None
+    ) -> None:
+        trial = self._copy(trial_id)
+        trial.state = state
+        if values is not None:
+            trial.values = values
+        if state.is_finished():
+            trial.datetime_complete = datetime.now()
         self._replace(trial)
 
     def set_attr(self, trial_id: int, kind: str, key: str, value: Any) -> None:

@@ -1,0 +1,367 @@
+"""``dasktune.optimize``: one call that fans an Optuna study's trials across a Dask cluster.
+
+The driver owns the Dask side: it opens a *run* on the scheduler (the budget), submits one
+trial runner per worker thread (``runner.py``), follows the cluster as it grows or shrinks,
+and watches the run: every finished trial reaches the calling process, in finishing order,
+for logging, the progress bar and callbacks. What to do next is decided by ``policy.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from collections.abc import Sequence
+import re
+import time
+from typing import Any
+import uuid
+
+from distributed import Client
+from distributed import fire_and_forget
+from distributed import Future
+from distributed import get_client
+from distributed import KilledWorker
+from distributed import secede
+from distributed.protocol.pickle import dumps
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
+
+from dasktune.storage import DaskStorage
+from dasktune.storage.runs import FAIL_REASON
+from dasktune.submit import policy
+from dasktune.submit.progress import ProgressBar
+from dasktune.submit.runner import Objective
+from dasktune.submit.runner import run_trials
+
+_logger = optuna.logging.get_logger("optuna.dasktune")
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+#: How long one wait for news from the scheduler lasts; bounds how late an interrupt or
+#: a new worker is noticed.
+_WATCH_SECONDS = 0.5
+_SLOTS_EVERY_SECONDS = 1.0
+
+
+class Run:
+    """One ``dasktune.optimize`` call: its budget lives on the scheduler.
+
+    Returned by :func:`optimize` once the run has ended (or at once with ``detach=True``)
+    and by :func:`attach` for a run started elsewhere.
+
+    Attributes:
+        study: The study the run optimizes.
+        run_id: Identifies the run on the scheduler.
+        trials: The trials this run finished, in finishing order, as far as this process
+            has watched them (all of them after :meth:`wait`).
+    """
+
+    def __init__(self, study: optuna.Study, run_id: str) -> None:
+        self.study = study
+        self.run_id = run_id
+        self.trials: list[FrozenTrial] = []
+        self._status: dict[str, Any] = {}
+
+    @property
+    def storage(self) -> DaskStorage:
+        return self.study._storage
+
+    def status(self) -> dict[str, Any]:
+        """The run's progress on the scheduler: ``n_trials``, ``claimed``, ``finished``,
+        ``running``, ``lost`` (trials whose worker died), ``stopped`` (why, if it was),
+        ``time_left`` (seconds, with a timeout) and ``done``."""
+        (reply,) = self.storage._call([["run_status", [self.run_id, 0], None]])
+        return reply[0]
+
+    def done(self) -> bool:
+        """Whether the run has ended: no trial running and none may start."""
+        return bool(self.status()["done"])
+
+    def wait(
+        self,
+        callbacks: Sequence[Callback] | None = None,
+        show_progress_bar: bool = False,
+    ) -> Run:
+        """Watch the run until it ends; collects its trials into :attr:`trials`."""
+        _drive(self, None, (), list(callbacks or ()), None, show_progress_bar, submit=False)
+        return self
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the run now: no trial starts any more, and running ones become FAIL."""
+        self.storage._call([self.storage._write("abort_run", self.run_id, reason)])
+
+    @property
+    def best_trial(self) -> FrozenTrial:
+        """The study's best trial (Optuna's ``study.best_trial``)."""
+        return self.study.best_trial
+
+    def __repr__(self) -> str:
+        return f"<dasktune.Run {self.run_id} of study {self.study.study_name!r}>"
+
+
+def optimize(
+    study: optuna.Study,
+    objective: Objective,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    *,
+    client: Client | None = None,
+    concurrency: int | None = None,
+    callbacks: Sequence[Callback] | None = None,
+    catch: Sequence[type[Exception]] | type[Exception] = (),
+    show_progress_bar: bool = False,
+    retries: int = 1,
+    detach: bool = False,
+) -> Any:
+    """Optimize ``study`` with ``objective`` on the Dask cluster.
+
+    The words mirror :meth:`optuna.Study.optimize`. Trials run on the workers, one trial
+    runner per worker thread, each claiming trials from the scheduler until the budget is
+    spent, so exactly ``n_trials`` trials are finished by the call.
+
+    Args:
+        study: A study whose storage is a :class:`dasktune.DaskStorage`.
+        objective: ``objective(trial) -> value(s)``, run on the workers.
+        n_trials: Trials to finish; ``None`` runs until ``timeout`` or an interrupt.
+        timeout: Seconds after which no trial starts; the call returns once running trials
+            end.
+        client: The Dask client; the current one by default.
+        concurrency: Most trials to run at once; by default one per worker thread,
+            following the cluster as workers join or leave.
+        callbacks: ``callback(study, frozen_trial)``, called in this process as each trial
+            finishes, in finishing order.
+        catch: Exception types of the objective that fail the trial but let the
+            optimization go on; any other exception fails its trial, stops the run and is
+            raised here with its original type and traceback.
+        show_progress_bar: Show a tqdm bar (a widget in notebooks).
+        retries: How many times a trial lost to a dead worker is retried with the same
+            parameters (recorded in its ``failed_trial`` / ``retry_history`` system attrs).
+        detach: Hand the whole optimization to the cluster and return at once; the client
+            may close, and :func:`attach` finds the run again from any process.
+
+    Returns:
+        The :class:`Run`, ended (its ``trials`` are those this call ran) — or still going
+        with ``detach=True``. With an asynchronous client, an awaitable of it.
+
+    Raises:
+        ValueError: The storage is not a DaskStorage, or an argument is out of range.
+        TypeError: The objective cannot be sent to the workers, or an argument has the
+            wrong type.
+    """
+    storage = study._storage  # Optuna offers no public accessor
+    if not isinstance(storage, DaskStorage):
+        raise ValueError(
+            f"dasktune.optimize needs a study stored in a dasktune.DaskStorage, not "
+            f"{type(storage).__name__}: create it with optuna.create_study(storage="
+            "dasktune.DaskStorage(), ...), or copy it there with optuna.copy_study(..., "
+            "to_storage=dasktune.DaskStorage())."
+        )
+    catch = _check_arguments(objective, n_trials, timeout, concurrency, catch, retries, callbacks)
+    if client is not None and storage._client is None:
+        storage._client = client
+    client = client or storage.client
+    run = Run(study, f"{_key_name(study.study_name)}-{uuid.uuid4().hex[:12]}")
+    callbacks = list(callbacks or ())
+
+    def start() -> Run:
+        storage._call(
+            [storage._write("open_run", run.run_id, study._study_id, n_trials, timeout, retries)]
+        )
+        if not detach:
+            return _drive(run, objective, catch, callbacks, concurrency, show_progress_bar)
+        future = client.submit(
+            _drive_detached,
+            study,
+            objective,
+            run.run_id,
+            catch,
+            callbacks,
+            concurrency,
+            key=f"dasktune-{run.run_id}-driver",
+            pure=False,
+        )
+        fire_and_forget(future)
+        return run
+
+    if client.asynchronous:
+        # One synchronous core: an asynchronous client gets it on a thread, so the event
+        # loop stays free while the driver waits.
+        return asyncio.get_running_loop().run_in_executor(None, start)
+    return start()
+
+
+def attach(study: optuna.Study, run_id: str | None = None) -> Run:
+    """The ``optimize`` run ``run_id`` of ``study`` (by default its latest), started by
+    this or any other process; :meth:`Run.wait` follows it, :meth:`Run.cancel` stops it.
+
+    Raises:
+        KeyError: The study has no such run.
+    """
+    storage = study._storage
+    (runs,) = storage._call([["find_runs", [study._study_id], None]])
+    ids = [r["run_id"] for r in runs]
+    if not ids or (run_id is not None and run_id not in ids):
+        raise KeyError(
+            f"No optimize run {run_id or ''} of study {study.study_name!r} on storage "
+            f"{storage.name!r}; runs: {ids}."
+        )
+    return Run(study, run_id or ids[-1])
+
+
+def _drive(
+    run: Run,
+    objective: Objective | None,
+    catch: tuple[type[BaseException], ...],
+    callbacks: list[Callback],
+    concurrency: int | None,
+    show_progress_bar: bool,
+    submit: bool = True,
+) -> Run:
+    """Watch ``run`` to its end in this thread, submitting runners if ``submit``."""
+    study, storage = run.study, run.storage
+    client = storage.client
+    status, _ = storage._watch_run(run.run_id, 0, timeout=0)
+    bar = ProgressBar(show_progress_bar, status["n_trials"], status["timeout"])
+    minimize = _single_direction(study)
+    runners: dict[str, Future] = {}
+    slots, slots_checked = 0, 0.0
+    error: BaseException | None = None
+    study._thread_local.in_optimize_loop = True  # lets callbacks call study.stop()
+    try:
+        while True:
+            status, finished = storage._watch_run(
+                run.run_id, len(run.trials), timeout=_WATCH_SECONDS if runners else 0
+            )
+            for trial in sorted(map(storage.get_trial, finished), key=_finish_time):
+                run.trials.append(trial)
+                _log(study, trial)
+                bar.update(trial, minimize)
+                for callback in callbacks:
+                    callback(study, trial)
+            bar.tick(status)
+            if study._stop_flag and status["stopped"] is None:
+                storage._call([["stop_run", [run.run_id, "study.stop() called"], None]])
+            failure = _reap(runners)
+            if failure is not None and error is None:
+                error = failure
+                storage._call([["stop_run", [run.run_id, f"error: {failure!r}"], None]])
+            if policy.is_finished(status, len(runners)):
+                break
+            if submit and error is None:
+                if time.monotonic() - slots_checked > _SLOTS_EVERY_SECONDS:
+                    slots, slots_checked = sum(client.nthreads().values()), time.monotonic()
+                for _ in range(policy.runners_to_start(status, len(runners), slots, concurrency)):
+                    key = f"dasktune-{run.run_id}-runner-{uuid.uuid4().hex[:8]}"
+                    runners[key] = client.submit(
+                        run_trials, study, objective, run.run_id, catch, key=key, pure=False
+                    )
+    except BaseException:
+        # KeyboardInterrupt (a notebook's stop button) or anything else: leave nothing
+        # running — no new trial, running ones FAIL, runner tasks released.
+        storage._call([storage._write("abort_run", run.run_id, "interrupted")])
+        client.cancel(list(runners.values()), force=True)
+        raise
+    finally:
+        study._thread_local.in_optimize_loop = False
+        bar.close()
+    if error is not None:
+        raise error
+    return run
+
+
+def _reap(runners: dict[str, Future]) -> BaseException | None:
+    """Forget the runners that ended; the first error among them, with its traceback.
+
+    A runner killed with its worker (``KilledWorker``) is no error of the objective: its
+    trial was failed and retried by the scheduler, and the policy starts a new runner.
+    """
+    error = None
+    for key, future in list(runners.items()):
+        if future.done():
+            del runners[key]
+            exc = future.exception() if future.status == "error" else None
+            if exc is not None and not isinstance(exc, KilledWorker) and error is None:
+                error = exc.with_traceback(future.traceback())
+    return error
+
+
+def _drive_detached(
+    study: optuna.Study,
+    objective: Objective,
+    run_id: str,
+    catch: tuple[type[BaseException], ...],
+    callbacks: list[Callback],
+    concurrency: int | None,
+) -> int:
+    """The driver of a detached run, as a task on the cluster."""
+    secede()  # a driver waits; it must not hold a worker thread that a runner could use
+    study._storage._client = get_client()
+    run = _drive(Run(study, run_id), objective, catch, callbacks, concurrency, False)
+    return len(run.trials)
+
+
+def _check_arguments(
+    objective: Objective,
+    n_trials: int | None,
+    timeout: float | None,
+    concurrency: int | None,
+    catch: Sequence[type[Exception]] | type[Exception],
+    retries: int,
+    callbacks: Sequence[Callback] | None,
+) -> tuple[type[BaseException], ...]:
+    if not callable(objective):
+        raise TypeError(f"objective must be callable, not {type(objective).__name__}.")
+    if n_trials is not None and (not isinstance(n_trials, int) or n_trials < 1):
+        raise ValueError(f"n_trials must be a positive int or None, not {n_trials!r}.")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}.")
+    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+        raise ValueError(f"concurrency must be a positive int or None, not {concurrency!r}.")
+    if not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an int >= 0, not {retries!r}.")
+    catch = tuple(catch) if isinstance(catch, (list, tuple)) else (catch,)
+    if not all(isinstance(c, type) and issubclass(c, BaseException) for c in catch):
+        raise TypeError(f"catch must be exception types, not {catch!r}.")
+    for callback in callbacks or ():
+        if not callable(callback):
+            raise TypeError(f"callbacks must be callables, not {callback!r}.")
+    try:
+        dumps(objective)
+    except Exception as e:
+        raise TypeError(
+            f"The objective {objective!r} cannot be sent to the workers: {e}. Define it at "
+            "module level, or keep unpicklable objects (locks, open files, clients) out of "
+            "what it refers to."
+        ) from e
+    return catch
+
+
+def _single_direction(study: optuna.Study) -> bool | None:
+    directions = study.directions
+    return directions[0] == StudyDirection.MINIMIZE if len(directions) == 1 else None
+
+
+def _finish_time(trial: FrozenTrial) -> float:
+    return trial.datetime_complete.timestamp() if trial.datetime_complete else 0.0
+
+
+def _log(study: optuna.Study, trial: FrozenTrial) -> None:
+    if trial.state == TrialState.COMPLETE:
+        _logger.info(
+            f"Trial {trial.number} finished with value{'s' if len(trial.values) > 1 else ''}: "
+            f"{trial.values if len(trial.values) > 1 else trial.value} and parameters: "
+            f"{trial.params}."
+        )
+    elif trial.state == TrialState.PRUNED:
+        _logger.info(f"Trial {trial.number} pruned.")
+    elif trial.state == TrialState.FAIL:
+        _logger.warning(
+            f"Trial {trial.number} failed with parameters: {trial.params} because of the "
+            f"following error: {trial.system_attrs.get(FAIL_REASON, 'unknown')}."
+        )
+
+
+def _key_name(study_name: str) -> str:
+    """The study's name as it may appear in a Dask key (readable on the dashboard)."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", study_name)[:40] or "study"

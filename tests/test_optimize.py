@@ -1,0 +1,350 @@
+"""dasktune.optimize on real clusters: budgets, errors, pruning, stopping, detaching."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+from distributed import Client
+from distributed import LocalCluster
+import optuna
+from optuna.trial import TrialState
+import pytest
+
+from conftest import wait_for
+import dasktune
+from dasktune import DaskStorage
+from dasktune.storage.runs import FAIL_REASON
+from dasktune.storage.runs import WORKER
+
+
+def quadratic(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -10, 10)
+    c = trial.suggest_categorical("c", ["a", "b"])
+    return (x - 2) ** 2 + (c == "b")
+
+
+def sleepy(trial: optuna.Trial) -> float:
+    time.sleep(0.2)
+    return quadratic(trial)
+
+
+def new_study(**kwargs) -> optuna.Study:
+    return optuna.create_study(storage=DaskStorage(), **kwargs)
+
+
+def test_exactly_n_trials_finish_across_workers(client: Client) -> None:
+    study = new_study()
+    run = dasktune.optimize(study, quadratic, n_trials=37)
+    assert len(run.trials) == 37
+    assert len(study.trials) == 37
+    assert {t.state for t in study.trials} == {TrialState.COMPLETE}
+    assert sorted(t.number for t in study.trials) == list(range(37))
+    assert len({t.system_attrs[WORKER] for t in study.trials}) == 2
+    assert run.status()["done"] and run.status()["finished"] == 37
+
+
+def test_concurrency_caps_trials_running_at_once(client: Client) -> None:
+    study = new_study()
+    dasktune.optimize(study, sleepy, n_trials=6, concurrency=1)
+    trials = sorted(study.trials, key=lambda t: t.datetime_start)
+    for before, after in zip(trials, trials[1:]):
+        assert after.datetime_start >= before.datetime_complete
+
+
+def test_timeout_starts_no_trial_after_the_deadline(client: Client) -> None:
+    study = new_study()
+    start = time.time()
+    run = dasktune.optimize(study, sleepy, timeout=1.0)
+    elapsed = time.time() - start
+    assert 4 <= len(run.trials) <= 12  # two workers, 0.2 s trials, one second
+    assert elapsed < 1.0 + 0.2 + 2.0  # returns once the running trials end
+    assert all(t.datetime_start.timestamp() <= start + 1.0 + 0.5 for t in study.trials)
+    assert {t.state for t in study.trials} == {TrialState.COMPLETE}
+
+
+def test_objective_error_is_raised_with_its_type_and_fails_the_trial(client: Client) -> None:
+    study = new_study()
+
+    def broken(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        raise ZeroDivisionError("no luck")
+
+    with pytest.raises(ZeroDivisionError, match="no luck") as info:
+        dasktune.optimize(study, broken, n_trials=10)
+    assert "broken" in "".join(__import__("traceback").format_tb(info.tb))
+    assert study.trials, "the failing trial is kept"
+    assert {t.state for t in study.trials} == {TrialState.FAIL}
+    assert study.trials[0].system_attrs[FAIL_REASON] == "ZeroDivisionError: no luck"
+    assert len(study.trials) < 10, "the run stops at the error"
+
+
+def test_caught_errors_fail_trials_and_optimization_goes_on(client: Client) -> None:
+    study = new_study()
+
+    def sometimes(trial: optuna.Trial) -> float:
+        x = trial.suggest_int("x", 0, 9)
+        if x % 2:
+            raise ValueError(f"odd {x}")
+        return x
+
+    run = dasktune.optimize(study, sometimes, n_trials=20, catch=(ValueError,))
+    assert len(run.trials) == 20
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert all(t.system_attrs[FAIL_REASON] == f"ValueError: odd {t.params['x']}" for t in failed)
+    assert all(t.params["x"] % 2 == 0 for t in study.trials if t.state == TrialState.COMPLETE)
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (None, "The value None could not be cast to float."),
+        (float("nan"), "The value nan is not acceptable"),
+        ("abc", "The value 'abc' could not be cast to float"),
+        ((1.0, 2.0), "The number of the values 2 did not match the number of the objectives 1"),
+    ],
+)
+def test_invalid_objective_values_fail_the_trial_as_optuna_does(
+    client: Client, value: object, reason: str
+) -> None:
+    study = new_study()
+    run = dasktune.optimize(study, lambda trial: value, n_trials=3)
+    assert [t.state for t in run.trials] == [TrialState.FAIL] * 3
+    assert {t.system_attrs[FAIL_REASON] for t in run.trials} == {reason}
+
+
+def test_unserializable_objective_fails_before_anything_is_submitted(client: Client) -> None:
+    study = new_study()
+    lock = threading.Lock()
+
+    def holds_a_lock(trial: optuna.Trial) -> float:
+        with lock:
+            return 0.0
+
+    with pytest.raises(TypeError, match="cannot be sent to the workers.*lock"):
+        dasktune.optimize(study, holds_a_lock, n_trials=3)
+    assert study.trials == []
+
+
+def test_study_in_another_storage_is_refused_with_the_fix(client: Client) -> None:
+    with pytest.raises(ValueError, match="needs a study stored in a dasktune.DaskStorage"):
+        dasktune.optimize(optuna.create_study(), quadratic, n_trials=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_trials": 0}, "n_trials must be a positive int"),
+        ({"timeout": -1}, "timeout must be a positive number"),
+        ({"n_trials": 1, "concurrency": 0}, "concurrency must be a positive int"),
+        ({"n_trials": 1, "catch": "ValueError"}, "catch must be exception types"),
+    ],
+)
+def test_bad_arguments_are_refused_at_the_call(client: Client, kwargs: dict, match: str) -> None:
+    study = new_study()
+    with pytest.raises((ValueError, TypeError), match=match):
+        dasktune.optimize(study, quadratic, **kwargs)
+    assert study.trials == []
+
+
+def test_callbacks_run_here_in_finishing_order_and_can_stop_the_study(client: Client) -> None:
+    study = new_study()
+    seen: list[optuna.trial.FrozenTrial] = []
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        seen.append(trial)
+        if len(seen) == 5:
+            study.stop()
+
+    run = dasktune.optimize(study, sleepy, n_trials=50, callbacks=[callback])
+    assert seen == run.trials
+    finish_times = [t.datetime_complete for t in seen]
+    assert finish_times == sorted(finish_times)
+    assert 5 <= len(study.trials) <= 8  # the two running when it stopped still finish
+    assert run.status()["stopped"] == "study.stop() called"
+
+
+def test_pruning_decides_from_all_workers_intermediate_values(client: Client) -> None:
+    study = new_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
+
+    def learning_curve(trial: optuna.Trial) -> float:
+        level = trial.suggest_float("level", 0, 1)
+        for step in range(5):
+            trial.report(level + step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+            time.sleep(0.01)
+        return level
+
+    dasktune.optimize(study, learning_curve, n_trials=40)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete
+    workers = lambda trials: {t.system_attrs[WORKER] for t in trials}  # noqa: E731
+    assert len(workers(pruned)) == 2 and len(workers(complete)) == 2
+
+
+def test_seeded_sampler_gives_distinct_samples_and_reproduces_at_concurrency_one(
+    client: Client,
+) -> None:
+    study = new_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    dasktune.optimize(study, quadratic, n_trials=40)
+    assert len({t.params["x"] for t in study.trials}) == 40
+
+    def sequence() -> list[float]:
+        study = new_study(sampler=optuna.samplers.RandomSampler(seed=7))
+        dasktune.optimize(study, quadratic, n_trials=10, concurrency=1)
+        return [t.params["x"] for t in sorted(study.trials, key=lambda t: t.number)]
+
+    assert sequence() == sequence()
+
+
+def test_enqueued_trials_are_run_first(client: Client) -> None:
+    study = new_study()
+    study.enqueue_trial({"x": 2.0, "c": "a"})
+    dasktune.optimize(study, quadratic, n_trials=5)
+    assert study.trials[0].params == {"x": 2.0, "c": "a"}
+    assert study.best_value == 0.0
+
+
+def test_interrupt_leaves_nothing_running_and_keeps_finished_trials(client: Client) -> None:
+    study = new_study()
+
+    def interrupt(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.number >= 2:
+            raise KeyboardInterrupt
+
+    def slow(trial: optuna.Trial) -> float:
+        time.sleep(0.3 if trial.number < 3 else 5)
+        return quadratic(trial)
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        dasktune.optimize(study, slow, n_trials=100, callbacks=[interrupt])
+    assert time.monotonic() - start < 5
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states
+    assert states.count(TrialState.COMPLETE) >= 3
+    wait_for(
+        lambda: client.run_on_scheduler(lambda dask_scheduler: not dask_scheduler.tasks),
+        timeout=1.5,
+        message="runner tasks to leave the cluster",
+    )
+
+
+def test_runner_tasks_have_readable_names_with_the_study_name(client: Client) -> None:
+    study = optuna.create_study(storage=DaskStorage(), study_name="readable study")
+    keys: list[str] = []
+
+    def look(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        keys.extend(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks)))
+
+    dasktune.optimize(study, sleepy, n_trials=3, callbacks=[look])
+    assert any(k.startswith("dasktune-readable_study-") and "runner" in k for k in keys)
+
+
+def test_progress_bar_counts_trials(client: Client, capsys: pytest.CaptureFixture) -> None:
+    dasktune.optimize(new_study(), quadratic, n_trials=12, show_progress_bar=True)
+    err = capsys.readouterr().err
+    assert "12/12" in err and "best value" in err
+
+
+def test_progress_bar_with_only_a_timeout(client: Client, capsys: pytest.CaptureFixture) -> None:
+    dasktune.optimize(new_study(), sleepy, timeout=1.0, show_progress_bar=True)
+    assert "/1.0s" in capsys.readouterr().err
+
+
+def test_async_client_awaits_optimize(cluster: LocalCluster) -> None:
+    async def run() -> int:
+        async with Client(cluster.scheduler_address, asynchronous=True) as client:
+            storage = await DaskStorage(client=client)
+            study = await asyncio.to_thread(optuna.create_study, storage=storage)
+            ticks = 0
+
+            async def heartbeat() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            beating = asyncio.create_task(heartbeat())
+            run = await dasktune.optimize(study, sleepy, n_trials=6, client=client)
+            beating.cancel()
+            assert ticks > 20, "the event loop kept running while optimize waited"
+            return len(run.trials)
+
+    assert asyncio.run(run()) == 6
+
+
+def test_worker_added_mid_run_picks_up_work() -> None:
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            study = optuna.create_study(storage=DaskStorage())
+
+            def grow(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+                if trial.number == 0:
+                    cluster.scale(2)
+
+            dasktune.optimize(study, sleepy, n_trials=30, callbacks=[grow])
+            assert len(study.trials) == 30
+            assert len({t.system_attrs[WORKER] for t in study.trials}) == 2
+
+
+def test_detach_then_reattach_from_another_process(cluster: LocalCluster, client: Client) -> None:
+    storage = DaskStorage(name="detached")
+    optuna.create_study(storage=storage, study_name="long")
+    code = textwrap.dedent(
+        f"""
+        import optuna, dasktune, time
+        from distributed import Client
+        from test_optimize import sleepy
+        with Client({cluster.scheduler_address!r}) as client:
+            study = optuna.load_study(study_name="long", storage=dasktune.DaskStorage(name="detached"))
+            run = dasktune.optimize(study, sleepy, n_trials=12, detach=True)
+            print(run.run_id)
+        """
+    )
+    here = Path(__file__).parent
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)])},
+    )
+    run_id = out.stdout.decode().split()[-1]
+    study = optuna.load_study(study_name="long", storage=storage)
+    run = dasktune.attach(study)
+    assert run.run_id == run_id
+    run.wait()
+    assert len(run.trials) == 12
+    assert len(study.trials) == 12
+    assert {t.state for t in study.trials} == {TrialState.COMPLETE}
+
+
+def test_cancel_an_attached_run(client: Client) -> None:
+    study = new_study()
+    run = dasktune.optimize(study, sleepy, n_trials=200, detach=True)
+    wait_for(lambda: len(study.trials) >= 2, message="the detached run to start")
+    dasktune.attach(study).cancel()
+    wait_for(lambda: run.done(), message="the run to end")
+    assert TrialState.RUNNING not in {t.state for t in study.trials}
+    assert len(study.trials) < 200
+    wait_for(
+        lambda: client.run_on_scheduler(lambda dask_scheduler: not dask_scheduler.tasks),
+        timeout=10,
+        message="the detached driver and runners to finish",
+    )
+
+
+def test_attach_to_a_study_without_runs_says_so(client: Client) -> None:
+    with pytest.raises(KeyError, match="No optimize run"):
+        dasktune.attach(new_study())
+
+
