@@ -27,6 +27,8 @@ import time
 from typing import Any
 import uuid
 
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
@@ -63,7 +65,8 @@ class StorageHost:
         self._trial_study: dict[int, int] = {}
         self._logs: dict[int, list[int]] = {}
         self._applied: OrderedDict[str, Any] = OrderedDict()
-        self._heartbeats: dict[int, float] = {}
+        #: RUNNING trial id -> (time of its last heartbeat, grace period of its storage).
+        self._heartbeats: dict[int, tuple[float, float]] = {}
         #: Trials written by the operations of the current :meth:`execute`, re-read from the
         #: backend once at its end however many operations touched them.
         self._dirty: dict[int, int] = {}
@@ -71,22 +74,39 @@ class StorageHost:
         self._waiting: dict[int, dict[int, None]] = {}
         self.runs: dict[str, Run] = {}
         self._run_of: dict[int, Run] = {}  # RUNNING trial id -> the run that claimed it
+        #: RUNNING trials started by a worker process -> its address, to fail them (and
+        #: retry those of runs) when the scheduler removes that worker.
+        self._running_on: dict[int, str] = {}
+        self._caller: str | None = None  # worker address of the request being executed
         for data in wire.dump_storage(backend):
             trials = data.pop("trials")
             self._add_study(data)
             for trial in trials:
                 self._put_trial(data["id"], trial)
                 self._track_state(data["id"], trial)
+                if trial["state"] == TrialState.RUNNING.value:
+                    # Whoever ran it was connected to a scheduler that is gone: the trial
+                    # can never be told. Fail it rather than leave a zombie.
+                    self.backend.set_trial_system_attr(
+                        trial["id"], FAIL_REASON, "the scheduler stopped while it ran"
+                    )
+                    self.backend.set_trial_state_values(trial["id"], TrialState.FAIL)
+                    self._dirty[trial["id"]] = data["id"]
+        self._refresh_dirty()
 
     # -- operations ------------------------------------------------------------------
 
-    def execute(self, ops: list[list[Any]]) -> tuple[list[Any], list[Any] | None]:
-        """Apply ``ops`` in order; stop at the first failure.
+    def execute(
+        self, ops: list[list[Any]], worker: str | None = None
+    ) -> tuple[list[Any], list[Any] | None]:
+        """Apply ``ops`` in order; stop at the first failure. ``worker`` is the address of
+        the worker process that sent them, if a worker did.
 
         Returns the results of the operations that ran and ``None``, or those results and
         ``[index, type_name, message]`` for the one that failed.
         """
         results: list[Any] = []
+        self._caller = worker
         try:
             for index, (name, args, request_id) in enumerate(ops):
                 if request_id is not None and request_id in self._applied:
@@ -107,6 +127,7 @@ class StorageHost:
             return results, None
         finally:
             self._refresh_dirty()
+            self._caller = None
 
     def touched_studies(self, ops: list[list[Any]], results: list[Any]) -> set[int]:
         """Studies changed by the operations that ran, whose replicas a client must refresh."""
@@ -214,6 +235,8 @@ class StorageHost:
         trial = None if template is None else wire.decode_trial(template)
         trial_id = self.backend.create_new_trial(study_id, template_trial=trial)
         self._dirty[trial_id] = study_id
+        if trial is None or trial.state == TrialState.RUNNING:
+            self._started(trial_id)
         return trial_id
 
     def set_trial_param(self, trial_id: int, name: str, value: float, distribution: str) -> None:
@@ -227,6 +250,8 @@ class StorageHost:
     ) -> bool:
         changed = self.backend.set_trial_state_values(trial_id, TrialState(state), values)
         self._touch(trial_id)
+        if changed and state == TrialState.RUNNING.value:
+            self._started(trial_id)
         return changed
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
@@ -247,23 +272,48 @@ class StorageHost:
             self._check_trial(trial_id)
             return self._trial_study[trial_id]
 
-    def record_heartbeat(self, trial_id: int) -> None:
+    def record_heartbeat(self, trial_id: int, grace_period: float) -> None:
         with self._lock:
             self._check_trial(trial_id)
-            self._heartbeats[trial_id] = time.monotonic()
+            if self._trials[trial_id]["state"] == TrialState.RUNNING.value:
+                self._heartbeats[trial_id] = (time.monotonic(), grace_period)
 
     def get_stale_trial_ids(self, study_id: int, grace_period: float) -> list[int]:
         """RUNNING trials of ``study_id`` whose last heartbeat is older than ``grace_period``."""
-        now = time.monotonic()
         with self._lock:
             self._check_study(study_id)
             return [
                 trial_id
-                for trial_id, beat in self._heartbeats.items()
-                if now - beat > grace_period
-                and self._trial_study.get(trial_id) == study_id
-                and self._trials[trial_id]["state"] == TrialState.RUNNING.value
+                for trial_id, age, _ in self._heartbeat_ages()
+                if age > grace_period and self._trial_study[trial_id] == study_id
             ]
+
+    def fail_stale_trials(self) -> list[int]:
+        """Fail RUNNING trials whose heartbeat stopped twice their grace period ago.
+
+        The scheduler's own sweep, so that a study nobody optimizes any more keeps no zombie
+        RUNNING trial. The margin leaves ``optuna.storages.fail_stale_trials`` (which runs
+        the stale-trial callback, e.g. a retry) the first chance, as clients call it.
+        """
+        with self._lock:
+            stale = [(t, age) for t, age, grace in self._heartbeat_ages() if age > 2 * grace]
+        failed = []
+        for trial_id, age in stale:
+            try:
+                self.backend.set_trial_system_attr(
+                    trial_id, FAIL_REASON, f"no heartbeat for {age:.0f} s"
+                )
+                self.backend.set_trial_state_values(trial_id, TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                continue
+            failed.append(trial_id)
+            self._touch(trial_id)
+        self._refresh_dirty()
+        return failed
+
+    def _heartbeat_ages(self) -> list[tuple[int, float, float]]:
+        now = time.monotonic()
+        return [(t, now - beat, grace) for t, (beat, grace) in self._heartbeats.items()]
 
     # -- runs (budgets of dasktune.optimize) -----------------------------------------
 
@@ -283,9 +333,10 @@ class StorageHost:
                 self.runs[run_id] = Run(run_id, study_id, n_trials, deadline, retries, timeout)
             return self.runs[run_id].status()
 
-    def claim_trial(self, run_id: str, worker: str) -> list[Any] | None:
-        """Start a trial of ``run_id`` on ``worker`` if its budget allows: the oldest WAITING
-        trial of the study, else a new one. Returns ``[trial_id, was_waiting]`` or ``None``."""
+    def claim_trial(self, run_id: str) -> list[Any] | None:
+        """Start a trial of ``run_id`` for the calling worker if the budget allows: the
+        oldest WAITING trial of the study, else a new one. Returns ``[trial_id,
+        was_waiting]`` or ``None``."""
         run = self._run(run_id)
         if not run.can_claim():
             return None
@@ -298,10 +349,10 @@ class StorageHost:
                 break
         if trial_id is None:
             trial_id = self.backend.create_new_trial(run.study_id)
-        self.backend.set_trial_system_attr(trial_id, WORKER, worker)
         self._dirty[trial_id] = run.study_id
+        self._started(trial_id)
         run.claimed += 1
-        run.running[trial_id] = worker
+        run.running[trial_id] = self._caller or ""
         self._run_of[trial_id] = run
         return [trial_id, was_waiting]
 
@@ -337,6 +388,60 @@ class StorageHost:
         """Status of every run of ``study_id``, oldest first."""
         return [run.status() for run in self.runs.values() if run.study_id == study_id]
 
+    def fail_worker_trials(self, worker: str) -> list[int]:
+        """Fail the RUNNING trials of ``worker``, which the scheduler removed; retry those of
+        runs that have retries left. Returns the ids of the failed trials."""
+        failed = []
+        for trial_id in [t for t, w in self._running_on.items() if w == worker]:
+            self._running_on.pop(trial_id)
+            reason = f"worker {worker} died while running this trial"
+            try:
+                self.backend.set_trial_system_attr(trial_id, FAIL_REASON, reason)
+                self.backend.set_trial_state_values(trial_id, TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                continue  # it finished just before
+            failed.append(trial_id)
+            self._touch(trial_id)
+            run = self._run_of.pop(trial_id, None)
+            if run is not None:
+                run.running.pop(trial_id, None)
+                run.lost += 1
+                if self._retry(trial_id, run.retries):
+                    run.claimed -= 1  # the retry takes this trial's place in the budget
+                else:
+                    run.finished += 1
+                    run.finished_ids.append(trial_id)
+        self._refresh_dirty()
+        return failed
+
+    def _retry(self, trial_id: int, retries: int) -> bool:
+        """Enqueue a copy of a lost trial with its parameters, as Optuna's
+        ``RetryFailedTrialCallback`` records it, unless ``retries`` are used up."""
+        trial = self.backend.get_trial(trial_id)
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > retries:
+            return False
+        template = optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=trial.user_attrs,
+            system_attrs={
+                "fixed_params": trial.params,
+                "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                "retry_history": history,
+            },
+        )
+        study_id = self._trial_study[trial_id]
+        self._dirty[self.backend.create_new_trial(study_id, template_trial=template)] = study_id
+        return True
+
+    def _started(self, trial_id: int) -> None:
+        """Record the worker that runs a trial now RUNNING (on the trial too, for display)."""
+        if self._caller is not None:
+            self._running_on[trial_id] = self._caller
+            self.backend.set_trial_system_attr(trial_id, WORKER, self._caller)
+
     def _run(self, run_id: str) -> Run:
         if run_id not in self.runs:
             raise KeyError(f"No optimize run {run_id!r} on this storage.")
@@ -367,6 +472,7 @@ class StorageHost:
             self._waiting.get(study_id, {}).pop(trial_id, None)
         if state != TrialState.RUNNING:
             self._heartbeats.pop(trial_id, None)
+            self._running_on.pop(trial_id, None)
         if state.is_finished() and trial_id in self._run_of:
             run = self._run_of.pop(trial_id)
             run.running.pop(trial_id, None)

@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PLUGIN_NAME = "dasktune-storage"
+#: How often the scheduler looks for RUNNING trials whose heartbeats stopped.
+_SWEEP_SECONDS = 1.0
 #: Scheduler metadata key set while the plugin runs, so a client can tell it is there.
 METADATA_KEY = "dasktune-storage-plugin"
 
@@ -62,6 +64,7 @@ class StoragePlugin(SchedulerPlugin):
         self._opening: dict[str, asyncio.Lock] = {}
         #: Set (and replaced) whenever a storage's state changes, to wake its watchers.
         self._changed: dict[str, asyncio.Event] = {}
+        self._sweeper: asyncio.Task | None = None
 
     async def start(self, scheduler: Scheduler) -> None:
         """Register the ``dasktune_storage_*`` handlers on ``scheduler``."""
@@ -76,13 +79,45 @@ class StoragePlugin(SchedulerPlugin):
             }
         )
         scheduler.set_metadata(keys=[METADATA_KEY], value=True)
+        self._sweeper = asyncio.create_task(self._sweep_stale_trials())
+
+    async def _sweep_stale_trials(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_SECONDS)
+            for name, host in list(self.hosts.items()):
+                try:
+                    failed = await self._run(name, host.fail_stale_trials)
+                except Exception:  # a backend outage must not end the sweep
+                    logger.exception("DaskStorage %r: failing stale trials failed", name)
+                    continue
+                if failed:
+                    logger.warning("DaskStorage %r: trials %s had no heartbeat; FAIL", name, failed)
+                    self._notify(name)
 
     async def close(self) -> None:
         """Release backends' threads and connections."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for executor in self._executors.values():
             executor.shutdown(wait=True)
         for host in self.hosts.values():
             host.backend.remove_session()
+
+    async def remove_worker(
+        self, scheduler: Scheduler, worker: str, *, stimulus_id: str, **kwargs: Any
+    ) -> None:
+        """A worker left (crash, lost network, scale-down): its RUNNING trials become FAIL,
+        and those of ``dasktune.optimize`` runs are retried."""
+        for name, host in list(self.hosts.items()):
+            failed = await self._run(name, host.fail_worker_trials, worker)
+            if failed:
+                logger.warning(
+                    "DaskStorage %r: worker %s left with trials %s running; marked FAIL",
+                    name,
+                    worker,
+                    failed,
+                )
+                self._notify(name)
 
     # -- handlers --------------------------------------------------------------------
 
@@ -102,11 +137,12 @@ class StoragePlugin(SchedulerPlugin):
         cursors: list[list[int]],
         want: list[int],
         epoch: str | None,
+        worker: str | None = None,
     ) -> dict[str, Any]:
         host = self.hosts.get(name)
         if host is None:
-            return {"error": wire.encode_error(_no_storage(name))}
-        results, error = await self._run(name, host.execute, ops) if ops else ([], None)
+            return _no_storage(name)
+        results, error = await self._run(name, host.execute, ops, worker) if ops else ([], None)
         if ops:
             self._notify(name)
         return self._reply(host, ops, results, error, cursors, want, epoch)
@@ -122,7 +158,7 @@ class StoragePlugin(SchedulerPlugin):
     ) -> dict[str, Any]:
         host = self.hosts.get(name)
         if host is None:
-            return {"error": wire.encode_error(_no_storage(name))}
+            return _no_storage(name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         op = ["run_status", [run_id, since], None]
@@ -169,7 +205,7 @@ class StoragePlugin(SchedulerPlugin):
     async def dump(self, name: str) -> dict[str, Any]:
         host = self.hosts.get(name)
         if host is None:
-            return {"error": wire.encode_error(_no_storage(name))}
+            return _no_storage(name)
         return {"studies": host.dump()}
 
     def names(self) -> list[str]:
@@ -217,11 +253,12 @@ def _build_host(url: str | None, contents: list[Any] | None) -> StorageHost:
     return StorageHost(backend, url)
 
 
-def _no_storage(name: str) -> KeyError:
-    return KeyError(
+def _no_storage(name: str) -> dict[str, Any]:
+    error = KeyError(
         f"No DaskStorage named {name!r} on this scheduler; create it with "
         f"DaskStorage(name={name!r}) (register=True), or check the name."
     )
+    return {"error": wire.encode_error(error), "missing_storage": True}
 
 
 def dask_setup(scheduler: Scheduler) -> None:

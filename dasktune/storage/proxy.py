@@ -17,6 +17,7 @@ import uuid
 import warnings
 
 from distributed import get_client
+from distributed import get_worker
 from distributed.protocol.pickle import dumps
 from distributed.utils import sync
 import optuna
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
 StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
+_ATTEMPTS = 2
 Op = list[Any]
 
 
@@ -143,6 +145,7 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         self._owned: set[int] = set()  # RUNNING trials this process runs
         self._request_prefix = uuid.uuid4().hex[:16]
         self._request_numbers = itertools.count()
+        self._opened_with: tuple[str | None, None] | None = None
         _remember(self)
         if register:
             url, contents = backends.describe(storage)
@@ -369,13 +372,15 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
     # -- heartbeats --------------------------------------------------------------
 
     def record_heartbeat(self, trial_id: int) -> None:
-        self._call([["record_heartbeat", [trial_id], None]])
+        self._call([["record_heartbeat", [trial_id, self._grace()], None]])
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        assert self.heartbeat_interval is not None
-        grace = self.grace_period or 2 * self.heartbeat_interval
-        (stale,) = self._call([["get_stale_trial_ids", [study_id, grace], None]])
+        (stale,) = self._call([["get_stale_trial_ids", [study_id, self._grace()], None]])
         return stale
+
+    def _grace(self) -> float:
+        assert self.heartbeat_interval is not None
+        return self.grace_period or 2 * self.heartbeat_interval
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval
@@ -385,7 +390,7 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
 
     # -- dasktune.optimize's trial runners --------------------------------------
 
-    def _claim_trial(self, run_id: str, worker: str) -> int | None:
+    def _claim_trial(self, run_id: str) -> int | None:
         """Claim the next trial of ``run_id`` for this thread, or ``None`` once the run's
         budget is spent. One round trip, which also carries this thread's pending writes
         (the previous trial's tell).
@@ -396,7 +401,7 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         reads come from the replica as of the claim (samplers see one consistent snapshot
         per trial, as Optuna's own per-trial cache gives them).
         """
-        (claimed,) = self._call([self._write("claim_trial", run_id, worker)])
+        (claimed,) = self._call([self._write("claim_trial", run_id)])
         if claimed is None:
             self._thread.runner = None
             return None
@@ -444,7 +449,7 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         if handler == "dasktune_storage_call":
             pending = getattr(self._thread, "pending", None) or []
             self._thread.pending = []
-            kwargs.update(ops=pending + ops, want=list(want))
+            kwargs.update(ops=pending + ops, want=list(want), worker=_worker_address())
         with self._lock:
             cursors, epoch = self._replica.cursors(), self._replica.epoch
         reply = self._run(
@@ -473,16 +478,39 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         return reply["results"][len(pending) :]
 
     async def _ask_scheduler(self, handler: str, **kwargs: Any) -> dict[str, Any]:
-        reply = await getattr(self.client.scheduler, handler)(**kwargs)
-        if reply is None:
-            raise RuntimeError(
-                f"The scheduler at {self.client.scheduler.address} has no DaskStorage plugin. "
-                "Create the storage with DaskStorage(register=True), or start the scheduler "
-                "with `dask scheduler --preload dasktune`."
-            )
-        if "error" in reply and "results" not in reply:
-            raise wire.decode_error(reply["error"])
-        return reply
+        """One request to the scheduler, retried once if its connection drops (writes
+        carry request ids, so a retry cannot apply one twice). A scheduler that restarted
+        without this storage gets it re-opened, when this object created it."""
+        for attempt in range(_ATTEMPTS):
+            client = self.client
+            if client.status != "running":
+                raise ConnectionError(
+                    f"The Dask scheduler is unreachable (client {client.status}); DaskStorage "
+                    f"{self.name!r} works again once the client reconnects."
+                )
+            try:
+                reply = await getattr(client.scheduler, handler)(**kwargs)
+            except OSError as e:  # CommClosedError included
+                if attempt + 1 == _ATTEMPTS:
+                    raise ConnectionError(
+                        f"Lost the Dask scheduler at {client.scheduler.address} during a "
+                        f"DaskStorage request ({e}); it works again once the client "
+                        "reconnects."
+                    ) from e
+                continue
+            if reply is None:
+                raise RuntimeError(
+                    f"The scheduler at {client.scheduler.address} has no DaskStorage plugin. "
+                    "Create the storage with DaskStorage(register=True), or start the "
+                    "scheduler with `dask scheduler --preload dasktune`."
+                )
+            if reply.get("missing_storage") and self._opened_with is not None and attempt == 0:
+                await self._register(*self._opened_with)
+                continue
+            if "error" in reply and "results" not in reply:
+                raise wire.decode_error(reply["error"])
+            return reply
+        raise AssertionError("unreachable")
 
     async def _register(self, url: str | None, contents: list[Any] | None) -> DaskStorage:
         scheduler = self.client.scheduler
@@ -495,6 +523,9 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         reply = await self._ask_scheduler(
             "dasktune_storage_open", name=self.name, url=url, contents=contents
         )
+        # A restarted scheduler gets the storage again from its URL (not the contents of
+        # an in-memory copy: those went with the old scheduler).
+        self._opened_with = (url, None)
         with self._lock:
             if reply["epoch"] != self._replica.epoch:
                 self._replica.reset(reply["epoch"])
@@ -582,6 +613,15 @@ def _attach(
     storage.grace_period = grace_period
     storage.heartbeat_stale_trial_callback = callback
     return storage
+
+
+def _worker_address() -> str | None:
+    """The address of the worker whose task calls, so the scheduler knows who runs a trial
+    (and can fail it if that worker dies)."""
+    try:
+        return get_worker().address
+    except ValueError:
+        return None
 
 
 class _RunnerThread:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from distributed import get_worker
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages._heartbeat import get_heartbeat_thread
@@ -38,7 +37,6 @@ def run_trials(
     """
     storage = study._storage  # Optuna offers no public accessor
     assert isinstance(storage, DaskStorage)
-    worker = get_worker().address
     (index,) = storage._call([["register_runner", [run_id], None]])
     if index > 0:
         # Each runner got the study pickled with the same sampler state: without this,
@@ -54,7 +52,7 @@ def run_trials(
     try:
         while True:
             try:
-                trial_id = storage._claim_trial(run_id, worker)
+                trial_id = storage._claim_trial(run_id)
             except UpdateFinishedTrialError:
                 # The previous trial's tell, sent with this claim, was refused: the trial was
                 # failed meanwhile (run aborted, trial stale). Nothing left to do for it.
