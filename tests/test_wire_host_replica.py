@@ -132,14 +132,15 @@ def test_host_rebuilt_from_a_durable_backend_has_the_same_studies(tmp_path) -> N
     url = f"sqlite:///{tmp_path / 'h.db'}"
     host = StorageHost(optuna.storages.RDBStorage(url), url)
     (study_id,), _ = host.execute([_op("create_new_study", [1], "durable")])
-    host.execute(
+    (done,), _ = host.execute([_op("create_new_trial", study_id, None)])
+    _, error = host.execute(
         [
-            _op("create_new_trial", study_id, None),
-            _op("set_trial_state_values", 0, TrialState.COMPLETE.value, [1.0]),
+            _op("set_trial_state_values", done, TrialState.COMPLETE.value, [1.0]),
             _op("set_study_user_attr", study_id, "k", '"v"'),
             _op("create_new_trial", study_id, None),
         ]
     )
+    assert error is None
     rebuilt = StorageHost(optuna.storages.RDBStorage(url), url)
     assert rebuilt.epoch != host.epoch
     before, after = host.dump(), rebuilt.dump()
