@@ -381,8 +381,9 @@ class StorageHost:
 
     def run_status(self, run_id: str, since: int = 0) -> list[Any]:
         """``[status, ids of the trials that finished after the first since]``."""
-        run = self._run(run_id)
-        return [run.status(), run.finished_ids[since:]]
+        with self._lock:
+            run = self._run(run_id)
+            return [run.status(), run.finished_ids[since:]]
 
     def find_runs(self, study_id: int) -> list[dict[str, Any]]:
         """Status of every run of ``study_id``, oldest first."""
@@ -427,7 +428,8 @@ class StorageHost:
             distributions=trial.distributions,
             user_attrs=trial.user_attrs,
             system_attrs={
-                "fixed_params": trial.params,
+                # Parameters it was enqueued with count too: its own may not have been sent.
+                "fixed_params": {**trial.system_attrs.get("fixed_params", {}), **trial.params},
                 "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
                 "retry_history": history,
             },

@@ -124,11 +124,12 @@ class StoragePlugin(SchedulerPlugin):
     async def open(
         self, name: str, url: str | None = None, contents: list[Any] | None = None
     ) -> dict[str, Any]:
+        created = name not in self.hosts
         try:
             host = await self._open(name, url, contents)
         except Exception as e:
             return {"error": wire.encode_error(e)}
-        return {"epoch": host.epoch, "url": host.url}
+        return {"epoch": host.epoch, "url": host.url, "created": created}
 
     async def call(
         self,
@@ -163,7 +164,12 @@ class StoragePlugin(SchedulerPlugin):
         deadline = loop.time() + timeout
         op = ["run_status", [run_id, since], None]
         while True:
-            results, error = host.execute([op])
+            # Read directly, not through execute(): that may be running on the backend's
+            # thread right now, and a read needs no backend.
+            try:
+                results, error = [host.run_status(run_id, since)], None
+            except KeyError as e:
+                results, error = [], [0, *wire.encode_error(e)]
             if error is not None or results[0][1] or results[0][0]["done"]:
                 break
             remaining = deadline - loop.time()

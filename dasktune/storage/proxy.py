@@ -3,6 +3,7 @@ Dask scheduler (see :mod:`dasktune.storage.plugin` for the other half)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Container
@@ -36,12 +37,16 @@ from dasktune.storage.plugin import PLUGIN_NAME
 from dasktune.storage.plugin import StoragePlugin
 from dasktune.storage.replica import Replica
 from dasktune.storage.replica import StudyReplica
+from dasktune.storage.writes import Flusher
+from dasktune.storage.writes import PendingWrites
 
 if TYPE_CHECKING:
     from distributed import Client
 
+_logger = optuna.logging.get_logger("optuna.dasktune")
 StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
 _ATTEMPTS = 2
+_RETRY_SECONDS = 5.0
 Op = list[Any]
 
 
@@ -141,7 +146,8 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         self._client = client
         self._replica = Replica()
         self._lock = threading.RLock()
-        self._thread = threading.local()  # per-thread writes not yet sent
+        self._thread = threading.local()  # per-thread runner state and unsent writes
+        self._flusher = Flusher(self._send_pending)
         self._owned: set[int] = set()  # RUNNING trials this process runs
         self._request_prefix = uuid.uuid4().hex[:16]
         self._request_numbers = itertools.count()
@@ -423,7 +429,7 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
 
     def _flush(self) -> None:
         """Send this thread's pending writes now."""
-        if getattr(self._thread, "pending", None):
+        if self._pending().ops:
             self._call([])
 
     def _runner(self) -> _RunnerThread | None:
@@ -440,16 +446,27 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         ops: list[Op],
         want: Sequence[int] = (),
         handler: str = "dasktune_storage_call",
+        writes: PendingWrites | None = None,
         **kwargs: Any,
     ) -> list[Any]:
-        """Send this thread's pending writes and ``ops`` in one request; return the results
-        of ``ops``. The reply refreshes the replica of every study they touched and of
-        ``want``; a study in ``want`` that does not exist raises ``KeyError``."""
-        pending: list[Op] = []
-        if handler == "dasktune_storage_call":
-            pending = getattr(self._thread, "pending", None) or []
-            self._thread.pending = []
+        """Send this thread's pending writes (or ``writes``) and ``ops`` in one request;
+        return the results of ``ops``. The reply refreshes the replica of every study they
+        touched and of ``want``; a study in ``want`` that does not exist raises
+        ``KeyError``."""
+        if handler != "dasktune_storage_call":
+            return self._request(handler, [], kwargs, want)
+        writes = writes or self._pending()
+        with writes.lock:  # this thread's earlier writes go first, whoever sends them
+            if writes.error is not None:
+                error, writes.error = writes.error, None
+                raise error
+            pending = writes.take()
             kwargs.update(ops=pending + ops, want=list(want), worker=_worker_address())
+            return self._request(handler, pending, kwargs, want)
+
+    def _request(
+        self, handler: str, pending: list[Op], kwargs: dict[str, Any], want: Sequence[int]
+    ) -> list[Any]:
         with self._lock:
             cursors, epoch = self._replica.cursors(), self._replica.epoch
         reply = self._run(
@@ -489,8 +506,11 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
                     f"{self.name!r} works again once the client reconnects."
                 )
             try:
-                reply = await getattr(client.scheduler, handler)(**kwargs)
-            except OSError as e:  # CommClosedError included
+                request = getattr(client.scheduler, handler)(**kwargs)
+                # A retry after a dropped connection must not wait out the connect timeout
+                # (30 s) on a scheduler that is gone: that would be a hang, not an error.
+                reply = await (request if attempt == 0 else asyncio.wait_for(request, _RETRY_SECONDS))
+            except (OSError, asyncio.TimeoutError) as e:  # CommClosedError included
                 if attempt + 1 == _ATTEMPTS:
                     raise ConnectionError(
                         f"Lost the Dask scheduler at {client.scheduler.address} during a "
@@ -498,15 +518,16 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
                         "reconnects."
                     ) from e
                 continue
+            missing = reply is None or reply.get("missing_storage")
+            if missing and self._opened_with is not None and attempt == 0:
+                await self._register(*self._opened_with)  # plugin included, if need be
+                continue
             if reply is None:
                 raise RuntimeError(
                     f"The scheduler at {client.scheduler.address} has no DaskStorage plugin. "
                     "Create the storage with DaskStorage(register=True), or start the "
                     "scheduler with `dask scheduler --preload dasktune`."
                 )
-            if reply.get("missing_storage") and self._opened_with is not None and attempt == 0:
-                await self._register(*self._opened_with)
-                continue
             if "error" in reply and "results" not in reply:
                 raise wire.decode_error(reply["error"])
             return reply
@@ -526,6 +547,12 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         # A restarted scheduler gets the storage again from its URL (not the contents of
         # an in-memory copy: those went with the old scheduler).
         self._opened_with = (url, None)
+        if reply["created"] and reply["url"] is None:
+            _logger.info(
+                f"DaskStorage {self.name!r} keeps its studies in the scheduler's memory: they "
+                "are lost if the scheduler stops. Pass a URL (e.g. 'sqlite:///optuna.db', "
+                "'postgresql://...', 'journal:///path/optuna.log') to make them durable."
+            )
         with self._lock:
             if reply["epoch"] != self._replica.epoch:
                 self._replica.reset(reply["epoch"])
@@ -573,10 +600,20 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
             return
         with self._lock:
             getattr(self._replica, apply)(trial_id, *args)
-        pending = getattr(self._thread, "pending", None)
-        if pending is None:
-            pending = self._thread.pending = []
-        pending.append(op)
+        self._pending().add(op)
+        self._flusher.wake()
+
+    def _pending(self) -> PendingWrites:
+        """This thread's unsent writes."""
+        writes = getattr(self._thread, "writes", None)
+        if writes is None:
+            writes = self._thread.writes = PendingWrites()
+            self._flusher.track(writes)
+        return writes
+
+    def _send_pending(self, writes: PendingWrites) -> None:
+        """Send another thread's unsent writes (the flusher's job)."""
+        self._call([], writes=writes)
 
 
 #: The DaskStorage last made for each name in this process, most recent last. Unpickling

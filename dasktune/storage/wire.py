@@ -70,16 +70,29 @@ def decode_error(error: Error) -> Exception:
     return ERROR_TYPES.get(name, StorageInternalError)(message)
 
 
+#: Largest attribute value, as JSON, that a storage call carries. Attributes travel with
+#: every copy of their trial; bulky data belongs in a file whose path the attribute holds.
+MAX_ATTR_BYTES = 1 << 20
+
+
 def encode_attr(value: Any) -> str:
-    """JSON text of an attribute value; raises ``TypeError`` naming what cannot be stored."""
+    """JSON text of an attribute value; raises ``TypeError`` naming what cannot be stored
+    and ``ValueError`` for a value over :data:`MAX_ATTR_BYTES`."""
     try:
-        return json.dumps(value)
+        text = json.dumps(value)
     except (TypeError, ValueError) as e:
         raise TypeError(
             f"Attribute value {value!r} is not JSON serializable ({e}); Optuna storages keep "
             "only JSON-serializable attributes: convert it to str, int, float, bool, None, "
             "or a list or dict of those."
         ) from None
+    if len(text) > MAX_ATTR_BYTES:
+        raise ValueError(
+            f"Attribute value of {len(text):,} bytes as JSON is over DaskStorage's limit of "
+            f"{MAX_ATTR_BYTES:,}; keep large data in a file or object store and put its path "
+            "in the attribute."
+        )
+    return text
 
 
 def encode_attrs(attrs: dict[str, Any]) -> str:
@@ -158,6 +171,11 @@ def decode_trial(data: Trial) -> FrozenTrial:
 
 
 def encode_directions(directions: list[StudyDirection]) -> list[int]:
+    if not directions or not all(isinstance(d, StudyDirection) for d in directions):
+        raise TypeError(
+            f"directions must be a non-empty sequence of optuna.study.StudyDirection, not "
+            f"{directions!r}."
+        )
     return [d.value for d in directions]
 
 

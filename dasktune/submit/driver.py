@@ -9,6 +9,7 @@ for logging, the progress bar and callbacks. What to do next is decided by ``pol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from collections.abc import Sequence
 import re
@@ -259,8 +260,10 @@ def _drive(
     except BaseException:
         # KeyboardInterrupt (a notebook's stop button) or anything else: leave nothing
         # running — no new trial, running ones FAIL, runner tasks released.
-        storage._call([storage._write("abort_run", run.run_id, "interrupted")])
-        client.cancel(list(runners.values()), force=True)
+        if client.status == "running":  # else the scheduler is gone, and the run with it
+            with contextlib.suppress(ConnectionError):
+                storage._call([storage._write("abort_run", run.run_id, "interrupted")])
+                client.cancel(list(runners.values()), force=True)
         raise
     finally:
         study._thread_local.in_optimize_loop = False

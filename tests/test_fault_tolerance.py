@@ -1,0 +1,295 @@
+"""Fault tolerance with real processes: workers and schedulers killed with SIGKILL,
+heartbeats, load from many threads, and bad input at the storage boundary."""
+
+from __future__ import annotations
+
+from collections import Counter
+import os
+from pathlib import Path
+import signal
+import threading
+import time
+
+from distributed import Client
+from distributed import LocalCluster
+import optuna
+from optuna.trial import TrialState
+import pytest
+
+from conftest import ProcessCluster
+from conftest import wait_for
+import dasktune
+from dasktune import DaskStorage
+from dasktune.storage import wire
+from dasktune.storage.runs import FAIL_REASON
+from dasktune.storage.runs import WORKER
+
+
+def hang(trial: optuna.Trial) -> float:
+    trial.suggest_float("x", 0, 1)
+    time.sleep(120)
+    return 0.0
+
+
+def second(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", 0, 1)
+    time.sleep(1.0)
+    return x
+
+
+def poison(trial: optuna.Trial) -> float:
+    x = trial.suggest_int("x", 0, 100)
+    if x == 100:
+        os._exit(1)  # takes its worker process down, every time
+    return x
+
+
+def kill_worker_running(client: Client, study: optuna.Study) -> str:
+    """SIGKILL the worker process of a RUNNING trial, once its parameters reached the
+    scheduler; the worker's address."""
+    running = wait_for(
+        lambda: [t for t in study.trials if t.state == TrialState.RUNNING and t.params],
+        message="a running trial with its parameters",
+    )
+    address = running[0].system_attrs[WORKER]
+    os.kill(client.run(os.getpid)[address], signal.SIGKILL)
+    return address
+
+
+def test_worker_death_fails_its_running_trial(process_cluster: ProcessCluster) -> None:
+    with process_cluster.client() as client:
+        study = optuna.create_study(storage=DaskStorage())
+        future = client.submit(study.optimize, hang, n_trials=1, pure=False, retries=0)
+        dead = kill_worker_running(client, study)
+        trial = wait_for(
+            lambda: study.trials[0] if study.trials[0].state.is_finished() else None,
+            timeout=15,
+            message="the dead worker's trial to fail",
+        )
+        assert trial.state == TrialState.FAIL
+        assert trial.system_attrs[FAIL_REASON] == f"worker {dead} died while running this trial"
+        del future
+
+
+def test_optimize_retries_a_trial_lost_with_its_worker(process_cluster: ProcessCluster) -> None:
+    with process_cluster.client() as client:
+        study = optuna.create_study(storage=DaskStorage())
+        outcome: dict = {}
+        thread = threading.Thread(
+            target=lambda: outcome.update(run=dasktune.optimize(study, second, n_trials=6))
+        )
+        thread.start()
+        kill_worker_running(client, study)
+        process_cluster.start_worker()
+        thread.join(timeout=120)
+        run = outcome["run"]
+        assert len(run.trials) == 6
+        assert {t.state for t in run.trials} == {TrialState.COMPLETE}
+        lost = [t for t in study.trials if t.state == TrialState.FAIL]
+        assert len(lost) == 1 and "died while running" in lost[0].system_attrs[FAIL_REASON]
+        [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == lost[0].number]
+        assert retry.state == TrialState.COMPLETE
+        assert retry.params == lost[0].params
+        assert retry.system_attrs["retry_history"] == [lost[0].number]
+        assert len(study.trials) == 7  # six that ended by themselves, one lost
+        assert run.status()["lost"] == 1
+
+
+def test_objective_that_kills_its_worker_is_not_retried_forever() -> None:
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            study = optuna.create_study(storage=DaskStorage(client=client))
+            study.enqueue_trial({"x": 100})
+            for x in range(4):
+                study.enqueue_trial({"x": x})
+            run = dasktune.optimize(study, poison, n_trials=5, retries=1)
+            poisoned = [t for t in study.trials if t.system_attrs["fixed_params"]["x"] == 100]
+            assert [t.state for t in poisoned] == [TrialState.FAIL, TrialState.FAIL]
+            assert all("died while running" in t.system_attrs[FAIL_REASON] for t in poisoned)
+            assert len(run.trials) == 5  # the last poisoned trial used up its budget slot
+            assert Counter(t.state for t in run.trials) == {
+                TrialState.COMPLETE: 4,
+                TrialState.FAIL: 1,
+            }
+
+
+@pytest.fixture(params=["sqlite", "journal", "postgres", "redis"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'durable.db'}"
+    if request.param == "journal":
+        return f"journal://{tmp_path / 'durable.log'}"
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+def test_study_survives_a_killed_scheduler(durable_url: str, tmp_path: Path) -> None:
+    cluster = ProcessCluster(tmp_path)
+    port = int(cluster.start_scheduler().rsplit(":", 1)[1])
+    cluster.start_worker()
+    cluster.start_worker()
+    reported: list[int] = []
+    try:
+        with cluster.client() as client:
+            client.wait_for_workers(2)
+            storage = DaskStorage(durable_url, name="durable")
+            study = optuna.create_study(storage=storage, study_name="survivor")
+            errors: list[BaseException] = []
+
+            def optimize() -> None:
+                try:
+                    dasktune.optimize(
+                        study,
+                        second,
+                        n_trials=40,
+                        callbacks=[lambda s, t: reported.append(t.number)],
+                    )
+                except BaseException as e:  # the scheduler dies under it
+                    errors.append(e)
+
+            thread = threading.Thread(target=optimize)
+            thread.start()
+            wait_for(lambda: len(reported) >= 3, timeout=60, message="three trials")
+            cluster.kill(cluster.scheduler)  # SIGKILL mid-optimization
+            cluster.close()
+            thread.join(timeout=60)
+            assert errors, "optimize reports the lost scheduler"
+
+            started = time.monotonic()
+            with pytest.raises(ConnectionError, match="works again once the client reconnects"):
+                study.trials
+            assert time.monotonic() - started < 5, "an error, not a hang"
+
+            cluster.start_scheduler(port=port)
+            cluster.start_worker()
+            cluster.start_worker()
+            wait_for(lambda: client.status == "running", timeout=60, message="reconnection")
+            client.wait_for_workers(2)
+            # The same storage object works again: it re-opens itself on the new scheduler.
+            trials = study.trials
+            states = {t.number: t.state for t in trials}
+            assert all(states[n] == TrialState.COMPLETE for n in reported)
+            assert TrialState.RUNNING not in states.values()
+            before = len(trials)
+            waiting = sum(t.state == TrialState.WAITING for t in trials)
+            assert any(
+                "scheduler stopped" in t.system_attrs.get(FAIL_REASON, "") for t in trials
+            ), "trials RUNNING when the scheduler died come back FAIL"
+            run = dasktune.optimize(study, second, n_trials=4)
+            assert len(run.trials) == 4
+            numbers = sorted(t.number for t in study.trials)
+            assert numbers == list(range(len(numbers)))  # no gap, no duplicate
+            assert len(numbers) >= before + 4 - waiting  # WAITING retries were run first
+    finally:
+        cluster.close()
+
+
+def test_in_memory_storage_says_it_is_not_durable(client: Client, caplog) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="optuna"):
+        DaskStorage()
+    assert "scheduler's memory" in caplog.text
+
+
+def test_stale_heartbeat_fails_the_trial_and_the_callback_retries_it(client: Client) -> None:
+    calls: list[int] = []
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        calls.append(trial.number)
+        retry(study, trial)
+
+    storage = DaskStorage(heartbeat_interval=1, grace_period=1, heartbeat_stale_trial_callback=callback)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    storage.record_heartbeat(trial._trial_id)  # ... and then it stops beating
+    time.sleep(1.5)
+    optuna.storages.fail_stale_trials(study)
+    optuna.storages.fail_stale_trials(study)
+    assert calls == [0]
+    assert study.trials[0].state == TrialState.FAIL
+    assert study.trials[1].state == TrialState.WAITING
+    assert study.trials[1].params == study.trials[0].params
+    assert study.trials[1].system_attrs["failed_trial"] == 0
+
+
+def test_scheduler_fails_stale_trials_on_its_own(client: Client) -> None:
+    storage = DaskStorage(heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    wait_for(
+        lambda: study.trials[0].state == TrialState.FAIL,
+        timeout=10,
+        message="the scheduler's sweep",
+    )
+    assert study.trials[0].system_attrs[FAIL_REASON].startswith("no heartbeat for")
+
+
+def test_optimize_with_heartbeats_records_them(client: Client) -> None:
+    storage = DaskStorage(heartbeat_interval=1)
+    study = optuna.create_study(storage=storage)
+    run = dasktune.optimize(study, second, n_trials=2)
+    assert {t.state for t in run.trials} == {TrialState.COMPLETE}
+
+
+def test_many_threads_hammering_one_storage(client: Client) -> None:
+    storage = DaskStorage()
+    optuna.create_study(storage=storage, study_name="hammer")
+    threads, per_thread = 32, 100
+    operations = Counter()
+
+    def work(index: int) -> None:
+        study = optuna.load_study(study_name="hammer", storage=storage)
+        for i in range(per_thread):
+            trial = study.ask()
+            trial.suggest_float("x", 0, 1)
+            trial.suggest_int("n", 0, 10)
+            trial.suggest_categorical("c", ["a", "b"])
+            trial.report(0.5, 0)
+            trial.report(0.25, 1)
+            study.tell(trial, index * 1000 + i)
+            operations[index] += 7
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert sum(operations.values()) >= 20_000
+    trials = storage.get_all_trials(storage.get_study_id_from_name("hammer"))
+    assert sorted(t.number for t in trials) == list(range(threads * per_thread))
+    assert sorted(t.value for t in trials) == sorted(
+        i * 1000 + j for i in range(threads) for j in range(per_thread)
+    )
+    assert {t.state for t in trials} == {TrialState.COMPLETE}
+    assert all(t.intermediate_values == {0: 0.5, 1: 0.25} for t in trials)
+    # The replica this process read from equals the scheduler's own state.
+    scheduler_side = storage.get_base_storage()
+    assert [wire.encode_trial(t) for t in trials] == [
+        wire.encode_trial(t) for t in scheduler_side.get_all_trials(0)
+    ]
+
+
+def test_bad_input_gets_clear_errors_and_the_study_keeps_working(client: Client) -> None:
+    storage = DaskStorage()
+    study = optuna.create_study(storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    with pytest.raises(KeyError, match="No trial with trial_id 12345 exists"):
+        storage.get_trial(12345)
+    with pytest.raises(KeyError, match="No trial with trial_id abc exists"):
+        storage.get_trial("abc")
+    with pytest.raises(KeyError, match="No study with study_id 99 exists"):
+        storage.get_all_trials(99)
+    with pytest.raises(TypeError, match="directions must be a non-empty sequence"):
+        storage.create_new_study(["minimize"])
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        study.set_user_attr("bad", {1, 2})
+    with pytest.raises(ValueError, match="over DaskStorage's limit"):
+        study.set_user_attr("huge", "x" * (2 << 20))
+    with pytest.raises(KeyError, match="No DaskStorage named 'nope'"):
+        DaskStorage(name="nope", register=False).get_all_studies()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert len(study.trials) == 4
+    assert study.user_attrs == {}
