@@ -348,3 +348,50 @@ def test_attach_to_a_study_without_runs_says_so(client: Client) -> None:
         dasktune.attach(new_study())
 
 
+
+
+def branin(params: dict) -> float:
+    x, y = params["x"], params["y"]
+    return (y - 5.1 / (4 * 3.14159**2) * x**2 + 5 / 3.14159 * x - 6) ** 2 + 10 * (
+        1 - 1 / (8 * 3.14159)
+    ) * __import__("math").cos(x) + 10 + (params["kind"] == "b")
+
+
+def test_define_and_run_asks_here_and_sends_only_parameters(client: Client) -> None:
+    space = {
+        "x": optuna.distributions.FloatDistribution(-5, 10),
+        "y": optuna.distributions.FloatDistribution(0, 15),
+        "kind": optuna.distributions.CategoricalDistribution(["a", "b"]),
+    }
+    study = new_study(sampler=optuna.samplers.TPESampler(seed=1))
+    seen: list[int] = []
+    run = dasktune.optimize(
+        study, branin, n_trials=30, search_space=space, callbacks=[lambda s, t: seen.append(t.number)]
+    )
+    assert len(run.trials) == 30 and len(study.trials) == 30
+    assert {t.state for t in study.trials} == {TrialState.COMPLETE}
+    assert all(set(t.params) == {"x", "y", "kind"} for t in study.trials)
+    assert sorted(seen) == list(range(30))
+    assert study.best_value < 5  # TPE works from the told results
+
+
+def test_define_and_run_errors_and_catch(client: Client) -> None:
+    space = {"x": optuna.distributions.IntDistribution(0, 9)}
+
+    def odd_fails(params: dict) -> float:
+        if params["x"] % 2:
+            raise ValueError("odd")
+        return params["x"]
+
+    study = new_study()
+    dasktune.optimize(study, odd_fails, n_trials=12, search_space=space, catch=ValueError)
+    assert len(study.trials) == 12
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert all(t.system_attrs[FAIL_REASON] == "ValueError: odd" for t in failed)
+    with pytest.raises(ValueError, match="odd"):
+        dasktune.optimize(new_study(), odd_fails, n_trials=50, search_space=space)
+
+
+def test_define_and_run_space_must_be_distributions(client: Client) -> None:
+    with pytest.raises(TypeError, match="search_space must be a non-empty dict"):
+        dasktune.optimize(new_study(), branin, n_trials=1, search_space={"x": (0, 1)})

@@ -427,6 +427,11 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         )
         return status
 
+    def _release_claim(self) -> None:
+        """End this thread's runner mode after ``ask`` took the claimed trial: it reads
+        fresh and tells synchronously again (a driver asking centrally)."""
+        self._thread.runner = None
+
     def _flush(self) -> None:
         """Send this thread's pending writes now."""
         if self._pending().ops:

@@ -19,12 +19,11 @@ import uuid
 
 from distributed import Client
 from distributed import fire_and_forget
-from distributed import Future
 from distributed import get_client
-from distributed import KilledWorker
 from distributed import secede
 from distributed.protocol.pickle import dumps
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
@@ -34,14 +33,13 @@ from dasktune.storage.runs import FAIL_REASON
 from dasktune.submit import policy
 from dasktune.submit.progress import ProgressBar
 from dasktune.submit.runner import Objective
-from dasktune.submit.runner import run_trials
+from dasktune.submit.tasks import RunnerTasks
+from dasktune.submit.tasks import TrialTasks
+from dasktune.submit.tasks import WATCH_SECONDS
 
 _logger = optuna.logging.get_logger("optuna.dasktune")
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
-#: How long one wait for news from the scheduler lasts; bounds how late an interrupt or
-#: a new worker is noticed.
-_WATCH_SECONDS = 0.5
 _SLOTS_EVERY_SECONDS = 1.0
 
 
@@ -85,7 +83,7 @@ class Run:
         show_progress_bar: bool = False,
     ) -> Run:
         """Watch the run until it ends; collects its trials into :attr:`trials`."""
-        _drive(self, None, (), list(callbacks or ()), None, show_progress_bar, submit=False)
+        _drive(self, None, list(callbacks or ()), None, show_progress_bar)
         return self
 
     def cancel(self, reason: str = "cancelled") -> None:
@@ -114,6 +112,7 @@ def optimize(
     show_progress_bar: bool = False,
     retries: int = 1,
     detach: bool = False,
+    search_space: dict[str, BaseDistribution] | None = None,
 ) -> Any:
     """Optimize ``study`` with ``objective`` on the Dask cluster.
 
@@ -140,6 +139,11 @@ def optimize(
             parameters (recorded in its ``failed_trial`` / ``retry_history`` system attrs).
         detach: Hand the whole optimization to the cluster and return at once; the client
             may close, and :func:`attach` finds the run again from any process.
+        search_space: Define-and-run: a dict of Optuna distributions. Trials are then asked
+            here, from the study's sampler (which keeps its state in one place), and
+            ``objective(params)`` receives the sampled parameters as a dict on a worker, one
+            task per trial. Prefer it for expensive or stateful samplers (CMA-ES, GP) and
+            costly objectives; it does not support pruning (the objective has no trial).
 
     Returns:
         The :class:`Run`, ended (its ``trials`` are those this call ran) — or still going
@@ -159,6 +163,15 @@ def optimize(
             "to_storage=dasktune.DaskStorage())."
         )
     catch = _check_arguments(objective, n_trials, timeout, concurrency, catch, retries, callbacks)
+    if search_space is not None and not (
+        isinstance(search_space, dict)
+        and search_space
+        and all(isinstance(d, BaseDistribution) for d in search_space.values())
+    ):
+        raise TypeError(
+            "search_space must be a non-empty dict of parameter name -> Optuna distribution "
+            f"(e.g. optuna.distributions.FloatDistribution(0, 1)), not {search_space!r}."
+        )
     if client is not None and storage._client is None:
         storage._client = client
     client = client or storage.client
@@ -170,13 +183,15 @@ def optimize(
             [storage._write("open_run", run.run_id, study._study_id, n_trials, timeout, retries)]
         )
         if not detach:
-            return _drive(run, objective, catch, callbacks, concurrency, show_progress_bar)
+            tasks = _tasks(client, study, run.run_id, objective, catch, search_space)
+            return _drive(run, tasks, callbacks, concurrency, show_progress_bar)
         future = client.submit(
             _drive_detached,
             study,
             objective,
             run.run_id,
             catch,
+            search_space,
             callbacks,
             concurrency,
             key=f"dasktune-{run.run_id}-driver",
@@ -212,28 +227,25 @@ def attach(study: optuna.Study, run_id: str | None = None) -> Run:
 
 def _drive(
     run: Run,
-    objective: Objective | None,
-    catch: tuple[type[BaseException], ...],
+    tasks: RunnerTasks | TrialTasks | None,
     callbacks: list[Callback],
     concurrency: int | None,
     show_progress_bar: bool,
-    submit: bool = True,
 ) -> Run:
-    """Watch ``run`` to its end in this thread, submitting runners if ``submit``."""
+    """Watch ``run`` to its end in this thread, keeping ``tasks`` on the cluster (none:
+    only watch a run driven elsewhere)."""
     study, storage = run.study, run.storage
     client = storage.client
     status, _ = storage._watch_run(run.run_id, 0, timeout=0)
     bar = ProgressBar(show_progress_bar, status["n_trials"], status["timeout"])
     minimize = _single_direction(study)
-    runners: dict[str, Future] = {}
     slots, slots_checked = 0, 0.0
     error: BaseException | None = None
     study._thread_local.in_optimize_loop = True  # lets callbacks call study.stop()
     try:
         while True:
-            status, finished = storage._watch_run(
-                run.run_id, len(run.trials), timeout=_WATCH_SECONDS if runners else 0
-            )
+            watch = tasks.wait() if tasks is not None else WATCH_SECONDS
+            status, finished = storage._watch_run(run.run_id, len(run.trials), timeout=watch)
             for trial in sorted(map(storage.get_trial, finished), key=_finish_time):
                 run.trials.append(trial)
                 _log(study, trial)
@@ -243,27 +255,27 @@ def _drive(
             bar.tick(status)
             if study._stop_flag and status["stopped"] is None:
                 storage._call([["stop_run", [run.run_id, "study.stop() called"], None]])
-            failure = _reap(runners)
-            if failure is not None and error is None:
-                error = failure
-                storage._call([["stop_run", [run.run_id, f"error: {failure!r}"], None]])
-            if policy.is_finished(status, len(runners)):
+            alive = 0
+            if tasks is not None:
+                failure = tasks.reap()
+                if failure is not None and error is None:
+                    error = failure
+                    storage._call([["stop_run", [run.run_id, f"error: {failure!r}"], None]])
+                alive = tasks.alive
+            if policy.is_finished(status, alive):
                 break
-            if submit and error is None:
+            if tasks is not None and error is None:
                 if time.monotonic() - slots_checked > _SLOTS_EVERY_SECONDS:
                     slots, slots_checked = sum(client.nthreads().values()), time.monotonic()
-                for _ in range(policy.runners_to_start(status, len(runners), slots, concurrency)):
-                    key = f"dasktune-{run.run_id}-runner-{uuid.uuid4().hex[:8]}"
-                    runners[key] = client.submit(
-                        run_trials, study, objective, run.run_id, catch, key=key, pure=False
-                    )
+                tasks.start(status, slots, concurrency)
     except BaseException:
         # KeyboardInterrupt (a notebook's stop button) or anything else: leave nothing
-        # running — no new trial, running ones FAIL, runner tasks released.
+        # running — no new trial, running ones FAIL, tasks released.
         if client.status == "running":  # else the scheduler is gone, and the run with it
             with contextlib.suppress(ConnectionError):
                 storage._call([storage._write("abort_run", run.run_id, "interrupted")])
-                client.cancel(list(runners.values()), force=True)
+                if tasks is not None:
+                    tasks.cancel()
         raise
     finally:
         study._thread_local.in_optimize_loop = False
@@ -273,20 +285,17 @@ def _drive(
     return run
 
 
-def _reap(runners: dict[str, Future]) -> BaseException | None:
-    """Forget the runners that ended; the first error among them, with its traceback.
-
-    A runner killed with its worker (``KilledWorker``) is no error of the objective: its
-    trial was failed and retried by the scheduler, and the policy starts a new runner.
-    """
-    error = None
-    for key, future in list(runners.items()):
-        if future.done():
-            del runners[key]
-            exc = future.exception() if future.status == "error" else None
-            if exc is not None and not isinstance(exc, KilledWorker) and error is None:
-                error = exc.with_traceback(future.traceback())
-    return error
+def _tasks(
+    client: Client,
+    study: optuna.Study,
+    run_id: str,
+    objective: Any,
+    catch: tuple[type[BaseException], ...],
+    search_space: dict[str, BaseDistribution] | None,
+) -> RunnerTasks | TrialTasks:
+    if search_space is None:
+        return RunnerTasks(client, study, run_id, objective, catch)
+    return TrialTasks(client, study, run_id, objective, catch, search_space)
 
 
 def _drive_detached(
@@ -294,14 +303,15 @@ def _drive_detached(
     objective: Objective,
     run_id: str,
     catch: tuple[type[BaseException], ...],
+    search_space: dict[str, BaseDistribution] | None,
     callbacks: list[Callback],
     concurrency: int | None,
 ) -> int:
     """The driver of a detached run, as a task on the cluster."""
     secede()  # a driver waits; it must not hold a worker thread that a runner could use
-    study._storage._client = get_client()
-    run = _drive(Run(study, run_id), objective, catch, callbacks, concurrency, False)
-    return len(run.trials)
+    client = study._storage._client = get_client()
+    tasks = _tasks(client, study, run_id, objective, catch, search_space)
+    return len(_drive(Run(study, run_id), tasks, callbacks, concurrency, False).trials)
 
 
 def _check_arguments(

@@ -83,21 +83,35 @@ def _run_trial(
 ) -> None:
     try:
         values = objective(trial)
-    except optuna.TrialPruned:
-        study.tell(trial, state=TrialState.PRUNED)
-        return
     except Exception as e:
-        _fail(study, trial, f"{type(e).__name__}: {e}")
-        if isinstance(e, catch):
-            return
-        raise
-    reason = infeasible_values(values, len(study.directions))
+        error = finish_trial(study, trial, error=e, catch=catch)
+    else:
+        error = finish_trial(study, trial, values=values)
+    if error is not None:
+        raise error
+
+
+def finish_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    values: Any = None,
+    error: BaseException | None = None,
+    catch: tuple[type[BaseException], ...] = (),
+) -> BaseException | None:
+    """Tell ``trial``'s outcome as ``Study.optimize`` would: PRUNED for ``TrialPruned``,
+    FAIL (with the reason recorded) for an error or values Optuna cannot take, COMPLETE
+    otherwise. Returns ``error`` if the optimization must stop for it (not in ``catch``)."""
+    if isinstance(error, optuna.TrialPruned):
+        study.tell(trial, state=TrialState.PRUNED)
+        return None
+    reason = (
+        f"{type(error).__name__}: {error}"
+        if error is not None
+        else infeasible_values(values, len(study.directions))
+    )
     if reason is None:
         study.tell(trial, values)
-    else:
-        _fail(study, trial, reason)
-
-
-def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+        return None
     study._storage.set_trial_system_attr(trial._trial_id, FAIL_REASON, reason)
     study.tell(trial, state=TrialState.FAIL)
+    return None if error is None or isinstance(error, catch) else error
