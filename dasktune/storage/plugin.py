@@ -198,7 +198,7 @@ class StoragePlugin(SchedulerPlugin):
     ) -> dict[str, Any]:
         touched = host.touched_studies(ops, results)
         # Cursors from another epoch (a scheduler restart) mean nothing here: start over.
-        known = dict(map(tuple, cursors)) if epoch == host.epoch else {}
+        known = {study: cursor for study, cursor in cursors} if epoch == host.epoch else {}
         deltas, missing = host.deltas(known, touched.union(want))
         return {
             "results": results,

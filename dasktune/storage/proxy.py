@@ -156,9 +156,7 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
         if register:
             url, contents = backends.describe(storage)
             if self.client.asynchronous:
-                self._started = self.client.loop.asyncio_loop.create_task(
-                    self._register(url, contents)
-                )
+                self._started = asyncio.ensure_future(self._register(url, contents))
             else:
                 self._run(self._register, url, contents)
 
@@ -270,7 +268,9 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
     ) -> None:
         trial = self._updatable_trial(trial_id)
         with self._lock:
-            study = self._replica.studies[self._replica.study_of(trial_id)]
+            study_id = self._replica.study_of(trial_id)
+            assert study_id is not None, "_updatable_trial made the trial known"
+            study = self._replica.studies[study_id]
             if param_name in study.distributions:
                 distributions.check_distribution_compatibility(
                     study.distributions[param_name], distribution
@@ -565,7 +565,9 @@ class DaskStorage(BaseStorage, BaseHeartbeat):
 
     def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run the coroutine function ``fn`` on the client's event loop, from this thread."""
-        return sync(self.client.loop, fn, *args, **kwargs)
+        loop = self.client.loop
+        assert loop is not None, "a running client has a loop"
+        return sync(loop, fn, *args, **kwargs)
 
     # -- helpers -----------------------------------------------------------------
 
@@ -678,7 +680,7 @@ class _RunnerThread:
     def waiting_view(self, storage: DaskStorage) -> list[FrozenTrial]:
         """What ``ask`` sees as the study's WAITING trials: the claimed one, as it was
         before the claim, if it was WAITING; else none, so that ``ask`` creates a trial."""
-        if not self.was_waiting:
+        if not self.was_waiting or self.reserved is None:
             return []
         trial = copy.copy(storage.get_trial(self.reserved))
         trial.state = TrialState.WAITING

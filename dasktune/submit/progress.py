@@ -36,7 +36,7 @@ class ProgressBar:
         if self._bar is None:
             return
         if trial.state == TrialState.COMPLETE and minimize is not None:
-            value = trial.value
+            value = trial.values[0]
             if self._best is None or (value < self._best if minimize else value > self._best):
                 self._best = value
                 self._bar.set_postfix_str(f"best value: {value:.6g}", refresh=False)
