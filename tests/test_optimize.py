@@ -170,8 +170,19 @@ def test_callbacks_run_here_in_finishing_order_and_can_stop_the_study(client: Cl
     assert run.status()["stopped"] == "study.stop() called"
 
 
-def test_pruning_decides_from_all_workers_intermediate_values(client: Client) -> None:
-    study = new_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
+@pytest.mark.parametrize(
+    "pruner",
+    [
+        optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0),
+        optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
+        optuna.pruners.HyperbandPruner(min_resource=1, max_resource=5, reduction_factor=2),
+    ],
+    ids=["median", "successive-halving", "hyperband"],
+)
+def test_pruning_decides_from_all_workers_intermediate_values(
+    client: Client, pruner: optuna.pruners.BasePruner
+) -> None:
+    study = new_study(pruner=pruner)
 
     def learning_curve(trial: optuna.Trial) -> float:
         level = trial.suggest_float("level", 0, 1)
