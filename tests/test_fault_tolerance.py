@@ -293,3 +293,19 @@ def test_bad_input_gets_clear_errors_and_the_study_keeps_working(client: Client)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     assert len(study.trials) == 4
     assert study.user_attrs == {}
+
+
+def test_optimize_runs_the_stale_trial_callback_for_a_lost_heartbeat(client: Client) -> None:
+    retried: list[int] = []
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        retried.append(trial.number)
+
+    storage = DaskStorage(heartbeat_interval=1, grace_period=1, heartbeat_stale_trial_callback=callback)
+    study = optuna.create_study(storage=storage)
+    stale = study.ask()  # a trial whose process stopped beating
+    storage.record_heartbeat(stale._trial_id)
+    time.sleep(1.2)
+    dasktune.optimize(study, second, n_trials=2)
+    assert retried == [stale.number]
+    assert study.trials[stale.number].state == TrialState.FAIL

@@ -16,6 +16,7 @@ import re
 import time
 from typing import Any
 import uuid
+import warnings
 
 from distributed import Client
 from distributed import fire_and_forget
@@ -24,6 +25,7 @@ from distributed import secede
 from distributed.protocol.pickle import dumps
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
@@ -253,6 +255,12 @@ def _drive(
                 for callback in callbacks:
                     callback(study, trial)
             bar.tick(status)
+            if tasks is not None and is_heartbeat_enabled(storage):
+                # As Study.optimize does before each trial: fail trials whose heartbeat
+                # stopped, running the storage's stale-trial callback (e.g. a retry) here.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
             if study._stop_flag and status["stopped"] is None:
                 storage._call([["stop_run", [run.run_id, "study.stop() called"], None]])
             alive = 0
