@@ -28,7 +28,8 @@ from optuna.trial import TrialState
 
 from dasktune.storage import backends
 from dasktune.storage import wire
-from dasktune.storage.claims import RunnerThread
+from dasktune.storage.context import TrialContext
+from dasktune.storage.protocol import _worker_address
 from dasktune.storage.protocol import Op
 from dasktune.storage.protocol import SchedulerProtocol
 from dasktune.storage.replica import Replica
@@ -138,7 +139,7 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         self._client = client
         self._replica = Replica()
         self._lock = threading.RLock()
-        self._thread = threading.local()  # per-thread runner state and unsent writes
+        self._thread = threading.local()  # per-thread trial context and unsent writes
         self._flusher = Flusher(self._send_pending)
         self._owned: set[int] = set()  # RUNNING trials this process runs
         self._request_prefix = uuid.uuid4().hex[:16]
@@ -242,13 +243,13 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
     # -- trials: writes ----------------------------------------------------------
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        runner = self._runner()
-        if template_trial is None and runner is not None and runner.reserved is not None:
-            return runner.take(study_id, was_waiting=False)
+        context = self._context()
+        if template_trial is None and context is not None and context.reserved is not None:
+            return context.take(study_id, was_waiting=False)
         template = None if template_trial is None else wire.encode_trial(template_trial)
         (trial_id,) = self._call([self._write("create_new_trial", study_id, template)])
         if template_trial is None or template_trial.state == TrialState.RUNNING:
-            self._owned.add(trial_id)
+            self._started(study_id, trial_id)
         return trial_id
 
     def set_trial_param(
@@ -280,9 +281,9 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
         trial = self._updatable_trial(trial_id)
-        runner = self._runner()
-        if runner is not None:
-            runner.snapshot = False  # pruning decisions need the other trials' latest values
+        context = self._context()
+        if context is not None:
+            context.snapshot = False  # pruning decisions need the other trials' latest values
         op = self._write("set_trial_intermediate_value", trial_id, step, intermediate_value)
         self._trial_write(trial, op, "set_intermediate_value", step, intermediate_value)
 
@@ -295,12 +296,17 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        runner = self._runner()
-        if runner is not None and runner.reserved is not None and state == TrialState.RUNNING:
-            return runner.take_waiting(trial_id)
+        context = self._context()
+        if context is not None and context.reserved is not None and state == TrialState.RUNNING:
+            return context.take_waiting(trial_id)
         trial = self._updatable_trial(trial_id)
         values = None if values is None else [float(v) for v in values]
-        if runner is not None and state.is_finished() and trial.state == TrialState.RUNNING:
+        if (
+            context is not None
+            and context.runner
+            and state.is_finished()
+            and trial.state == TrialState.RUNNING
+        ):
             # A runner's tell travels with its next claim: one round trip per trial.
             op = self._write("set_trial_state_values", trial_id, state.value, values)
             self._trial_write(trial, op, "set_state", state, values)
@@ -311,8 +317,12 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         )
         if state.is_finished():
             self._owned.discard(trial_id)
+            if context is not None and not context.runner:
+                self._thread.context = None  # the trial's snapshot ends with it
         elif state == TrialState.RUNNING and changed:
-            self._owned.add(trial_id)  # claimed a WAITING trial
+            study_id = self._replica.study_of(trial_id)
+            assert study_id is not None, "_updatable_trial made the trial known"
+            self._started(study_id, trial_id)  # claimed a WAITING trial
         return changed
 
     # -- trials: reads -----------------------------------------------------------
@@ -339,9 +349,9 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         deepcopy: bool = True,
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
-        runner = self._runner()
-        if runner is not None and runner.reserved is not None and states == (TrialState.WAITING,):
-            return runner.waiting_view(self)
+        context = self._context()
+        if context is not None and context.reserved is not None and states == (TrialState.WAITING,):
+            return context.waiting_view(self)
         study = self._study(study_id)
         with self._lock:
             trials = study.trials
@@ -401,32 +411,32 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         """
         (claimed,) = self._call([self._write("claim_trial", run_id)])
         if claimed is None:
-            self._thread.runner = None
+            self._thread.context = None
             return None
         trial_id, was_waiting = claimed
         with self._lock:
             study_id = self._replica.study_of(trial_id)
         assert study_id is not None, "a claim's reply carries the study's delta"
         self._owned.add(trial_id)
-        self._thread.runner = RunnerThread(study_id, trial_id, was_waiting)
+        self._thread.context = TrialContext(study_id, trial_id, was_waiting, runner=True)
         return trial_id
 
     def _release_claim(self) -> None:
         """End this thread's runner mode after ``ask`` took the claimed trial: it reads
         fresh and tells synchronously again (a driver asking centrally)."""
-        self._thread.runner = None
+        self._thread.context = None
 
-    def _runner(self) -> RunnerThread | None:
-        return getattr(self._thread, "runner", None)
+    def _context(self) -> TrialContext | None:
+        return getattr(self._thread, "context", None)
 
     # -- helpers -----------------------------------------------------------------
 
     def _study(self, study_id: int, fresh: bool = True) -> StudyReplica:
         """The replica of ``study_id``, brought up to date first unless ``fresh`` is False
         and one exists (for what never changes: name and directions)."""
-        runner = self._runner()
-        if runner is not None and runner.snapshot and runner.study_id == study_id:
-            fresh = False  # a runner's trial reads the snapshot its claim brought
+        context = self._context()
+        if context is not None and context.snapshot and context.study_id == study_id:
+            fresh = False  # a running trial reads the snapshot its start brought
         with self._lock:
             study = self._replica.studies.get(study_id)
         if fresh or study is None:
@@ -434,6 +444,18 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
             with self._lock:
                 study = self._replica.studies[study_id]
         return study
+
+    def _started(self, study_id: int, trial_id: int) -> None:
+        """This thread started ``trial_id`` through Optuna's own ``ask``.
+
+        On a worker — the ``client.submit(study.optimize, ...)`` pattern — its reads of the
+        study then use the snapshot the start brought, until the trial reports or ends.
+        Elsewhere (a notebook that asks and tells) reads stay fresh: such a thread may ask
+        and keep reading while others optimize.
+        """
+        self._owned.add(trial_id)
+        if _worker_address() is not None:
+            self._thread.context = TrialContext(study_id, None, False, runner=False)
 
     def _updatable_trial(self, trial_id: int) -> FrozenTrial:
         """The trial, known to the replica, after Optuna's check that it is not finished."""

@@ -1,8 +1,15 @@
-"""A trial claimed for a ``dasktune.optimize`` runner thread, until Optuna's ``ask`` takes it.
+"""What a thread is doing with the trial it runs, as its DaskStorage needs to know.
 
-The runner claims a trial from the scheduler (one round trip that enforces the run's budget)
-and then calls Optuna's own ``study.ask()``, whose storage calls this object answers: the
-query for WAITING trials, then ``create_new_trial`` or the claim of a WAITING trial.
+- **Snapshot reads.** From the moment a trial starts until it reports an intermediate value
+  or ends, the thread reads its study from the replica as the trial's start brought it —
+  samplers see one consistent snapshot per trial, as Optuna's own per-trial cache gives
+  them, without a round trip per read. Reporting ends the snapshot: pruners then read the
+  other trials' latest values.
+- **Claims** (``dasktune.optimize``'s runners). A runner claims a trial from the scheduler,
+  one round trip that enforces the run's budget, then calls Optuna's own ``study.ask()``,
+  whose storage calls the context answers: the query for WAITING trials, then
+  ``create_new_trial`` or the claim of a WAITING trial. A runner's tell is then deferred to
+  its next claim (one round trip per trial).
 """
 
 from __future__ import annotations
@@ -17,13 +24,17 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
 
-class RunnerThread:
-    """A runner thread's claimed trial, until Optuna's ``ask`` has taken it."""
+class TrialContext:
+    """The trial a thread runs in ``study_id``: claimed (``reserved``, until ``ask`` takes
+    it) by a runner (``runner``), or started by Optuna's own ``ask``."""
 
-    def __init__(self, study_id: int, trial_id: int, was_waiting: bool) -> None:
+    def __init__(
+        self, study_id: int, trial_id: int | None, was_waiting: bool, runner: bool
+    ) -> None:
         self.study_id = study_id
-        self.reserved: int | None = trial_id
+        self.reserved = trial_id
         self.was_waiting = was_waiting
+        self.runner = runner
         self.snapshot = True
 
     def waiting_view(self, storage: BaseStorage) -> list[FrozenTrial]:
