@@ -138,11 +138,13 @@ def test_async_client(cluster: LocalCluster) -> None:
                 for _ in range(4)
             ]
             await client.gather(futures)
+            # The storage used from a thread of this process too (asks and tells here).
+            await asyncio.to_thread(study.optimize, quadratic, n_trials=2)
             trials = await asyncio.to_thread(lambda: study.trials)
             return [t.value for t in trials]
 
     values = asyncio.run(run())
-    assert len(values) == 4 and all(v is not None for v in values)
+    assert len(values) == 6 and all(v is not None for v in values)
 
 
 def test_get_base_storage_is_an_in_memory_copy(client: Client) -> None:

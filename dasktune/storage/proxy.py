@@ -149,7 +149,7 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         if register:
             url, contents = backends.describe(storage)
             if self.client.asynchronous:
-                self._started = asyncio.ensure_future(self._register(url, contents))
+                self._registering = asyncio.ensure_future(self._register(url, contents))
             else:
                 self._run(self._register, url, contents)
 
@@ -167,10 +167,10 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         return self._client
 
     def __await__(self) -> Generator[Any, None, DaskStorage]:
-        started = getattr(self, "_started", None)
+        registering = getattr(self, "_registering", None)
 
         async def _done() -> DaskStorage:
-            return self if started is None else await started
+            return self if registering is None else await registering
 
         return _done().__await__()
 

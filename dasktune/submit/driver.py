@@ -66,7 +66,7 @@ class Run:
 
     @property
     def storage(self) -> DaskStorage:
-        return self.study._storage
+        return dask_storage(self.study)
 
     def status(self) -> dict[str, Any]:
         """The run's progress on the scheduler: ``n_trials``, ``claimed``, ``finished``,
@@ -156,15 +156,8 @@ def optimize(
         TypeError: The objective cannot be sent to the workers, or an argument has the
             wrong type.
     """
-    storage = study._storage  # Optuna offers no public accessor
-    if not isinstance(storage, DaskStorage):
-        raise ValueError(
-            f"dasktune.optimize needs a study stored in a dasktune.DaskStorage, not "
-            f"{type(storage).__name__}: create it with optuna.create_study(storage="
-            "dasktune.DaskStorage(), ...), or copy it there with optuna.copy_study(..., "
-            "to_storage=dasktune.DaskStorage())."
-        )
-    catch = _check_arguments(objective, n_trials, timeout, concurrency, catch, retries, callbacks)
+    storage = dask_storage(study)
+    catches = _check_arguments(objective, n_trials, timeout, concurrency, catch, retries, callbacks)
     if search_space is not None and not (
         isinstance(search_space, dict)
         and search_space
@@ -185,14 +178,14 @@ def optimize(
             [storage._write("open_run", run.run_id, study._study_id, n_trials, timeout, retries)]
         )
         if not detach:
-            tasks = _tasks(client, study, run.run_id, objective, catch, search_space)
+            tasks = _tasks(client, study, run.run_id, objective, catches, search_space)
             return _drive(run, tasks, callbacks, concurrency, show_progress_bar)
         future = client.submit(
             _drive_detached,
             study,
             objective,
             run.run_id,
-            catch,
+            catches,
             search_space,
             callbacks,
             concurrency,
@@ -216,7 +209,7 @@ def attach(study: optuna.Study, run_id: str | None = None) -> Run:
     Raises:
         KeyError: The study has no such run.
     """
-    storage = study._storage
+    storage = dask_storage(study)
     (runs,) = storage._call([["find_runs", [study._study_id], None]])
     ids = [r["run_id"] for r in runs]
     if not ids or (run_id is not None and run_id not in ids):
@@ -317,7 +310,7 @@ def _drive_detached(
 ) -> int:
     """The driver of a detached run, as a task on the cluster."""
     secede()  # a driver waits; it must not hold a worker thread that a runner could use
-    client = study._storage._client = get_client()
+    client = dask_storage(study)._client = get_client()
     tasks = _tasks(client, study, run_id, objective, catch, search_space)
     return len(_drive(Run(study, run_id), tasks, callbacks, concurrency, False).trials)
 
@@ -341,8 +334,8 @@ def _check_arguments(
         raise ValueError(f"concurrency must be a positive int or None, not {concurrency!r}.")
     if not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be an int >= 0, not {retries!r}.")
-    catch = tuple(catch) if isinstance(catch, (list, tuple)) else (catch,)
-    if not all(isinstance(c, type) and issubclass(c, BaseException) for c in catch):
+    catches = tuple(catch) if isinstance(catch, (list, tuple)) else (catch,)
+    if not all(isinstance(c, type) and issubclass(c, BaseException) for c in catches):
         raise TypeError(f"catch must be exception types, not {catch!r}.")
     for callback in callbacks or ():
         if not callable(callback):
@@ -355,7 +348,20 @@ def _check_arguments(
             "module level, or keep unpicklable objects (locks, open files, clients) out of "
             "what it refers to."
         ) from e
-    return catch
+    return catches
+
+
+def dask_storage(study: optuna.Study) -> DaskStorage:
+    """The study's DaskStorage; ``ValueError`` saying how to get one if it has another."""
+    storage = study._storage  # Optuna offers no public accessor
+    if not isinstance(storage, DaskStorage):
+        raise ValueError(
+            f"dasktune.optimize needs a study stored in a dasktune.DaskStorage, not "
+            f"{type(storage).__name__}: create it with optuna.create_study(storage="
+            "dasktune.DaskStorage(), ...), or copy it there with optuna.copy_study(..., "
+            "to_storage=dasktune.DaskStorage())."
+        )
+    return storage
 
 
 def _single_direction(study: optuna.Study) -> bool | None:

@@ -23,6 +23,7 @@ from distributed import wait
 import optuna
 from optuna.distributions import BaseDistribution
 
+from dasktune.storage import DaskStorage
 from dasktune.submit import policy
 from dasktune.submit.runner import finish_trial
 from dasktune.submit.runner import run_trials
@@ -124,6 +125,7 @@ class TrialTasks:
 
     def start(self, status: Mapping[str, Any], slots: int, concurrency: int | None) -> None:
         storage = self.study._storage
+        assert isinstance(storage, DaskStorage)
         for _ in range(policy.runners_to_start(status, self.alive, slots, concurrency)):
             if storage._claim_trial(self.run_id) is None:
                 return
