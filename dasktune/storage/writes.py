@@ -18,6 +18,8 @@ import weakref
 
 #: Longest a write waits for its thread's next request before the flusher sends it.
 FLUSH_AFTER = 0.05
+#: Quiet time after which the flusher stops ticking and sleeps until woken.
+_IDLE_SECONDS = 1.0
 
 
 class PendingWrites:
@@ -51,6 +53,7 @@ class Flusher:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._ticking = False
 
     def track(self, writes: PendingWrites) -> None:
         with self._lock:
@@ -62,36 +65,44 @@ class Flusher:
                 self._thread.start()
 
     def wake(self) -> None:
-        self._wake.set()
+        """A thread has writes waiting. While the flusher is already ticking (a busy run
+        writes all the time) this costs nothing: waking a thread per write would."""
+        if not self._ticking:
+            self._ticking = True
+            self._wake.set()
 
     def _loop(self) -> None:
-        delay: float | None = None
+        idle = 0.0
         while True:
-            self._wake.wait(timeout=delay if delay is not None else 1.0)
+            self._wake.wait(timeout=FLUSH_AFTER if self._ticking else None)
             self._wake.clear()
             send = self._send()
             if send is None:
                 return
-            delay = self._flush_due(send)
+            waiting = self._flush_due(send)
             del send
+            # Tick while writes keep coming; go to sleep after a quiet second.
+            idle = 0.0 if waiting else idle + FLUSH_AFTER
+            if idle >= _IDLE_SECONDS:
+                self._ticking = False
 
-    def _flush_due(self, send: Callable[[PendingWrites], None]) -> float | None:
-        """Send what is due; how long until the next write falls due, if any waits."""
-        now, next_due = time.monotonic(), None
+    def _flush_due(self, send: Callable[[PendingWrites], None]) -> bool:
+        """Send the writes that waited :data:`FLUSH_AFTER`; whether any write waits."""
+        now, waiting = time.monotonic(), False
         with self._lock:
             everyone = list(self._all)
         for writes in everyone:
-            if not writes.ops or not writes.lock.acquire(blocking=False):
-                continue  # nothing to send, or its thread is sending right now
+            if not writes.ops:
+                continue
+            waiting = True
+            if now - writes.since < FLUSH_AFTER or not writes.lock.acquire(blocking=False):
+                continue  # not due yet, or its own thread is sending it right now
             try:
-                if writes.ops and now - writes.since >= FLUSH_AFTER:
+                if writes.ops:
                     try:
                         send(writes)
                     except BaseException as e:  # the owner raises it on its next call
                         writes.error = e
-                elif writes.ops:
-                    due = writes.since + FLUSH_AFTER - now
-                    next_due = due if next_due is None else min(next_due, due)
             finally:
                 writes.lock.release()
-        return next_due
+        return waiting
