@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 from distributed import Client
@@ -22,6 +23,7 @@ from optuna.trial import TrialState
 import pytest
 
 from dasktune import DaskStorage
+from conftest import wait_for
 from dasktune.storage.plugin import PLUGIN_NAME
 
 
@@ -357,3 +359,43 @@ def test_no_experimental_or_pickle_warnings_on_use(client: Client) -> None:
         warnings.simplefilter("error")
         storage = DaskStorage()
         optuna.create_study(storage=storage).optimize(quadratic, n_trials=2)
+
+
+def long_reporting_trial(trial: optuna.Trial) -> float:
+    trial.suggest_float("x", 0, 1)
+    trial.report(0.5, step=0)
+    time.sleep(3)
+    return 0.0
+
+
+def test_writes_of_a_running_trial_reach_the_scheduler_promptly(client: Client) -> None:
+    study = optuna.create_study(storage=DaskStorage())
+    future = client.submit(study.optimize, long_reporting_trial, n_trials=1, pure=False)
+    # Parameters and intermediate values are batched, but never held longer than ~50 ms.
+    trial = wait_for(
+        lambda: study.trials and study.trials[0].intermediate_values and study.trials[0],
+        timeout=2.5,
+        message="the running trial's writes",
+    )
+    assert trial.state == TrialState.RUNNING
+    assert "x" in trial.params and trial.intermediate_values == {0: 0.5}
+    future.result()
+
+
+def pruned_by_others(trial: optuna.Trial) -> float:
+    level = trial.suggest_float("level", 0, 1)
+    for step in range(3):
+        trial.report(level + step, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return level
+
+
+def test_plain_submit_pattern_prunes_from_other_workers_values(client: Client) -> None:
+    study = optuna.create_study(
+        storage=DaskStorage(), pruner=optuna.pruners.MedianPruner(n_startup_trials=3)
+    )
+    futures = [client.submit(study.optimize, pruned_by_others, n_trials=1, pure=False) for _ in range(30)]
+    client.gather(futures)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.PRUNED) > 0 and states.count(TrialState.COMPLETE) >= 3
