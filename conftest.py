@@ -69,23 +69,50 @@ def client(cluster: LocalCluster) -> Iterator[Client]:
 class ProcessCluster:
     """A scheduler and workers as separate ``dask`` OS processes on 127.0.0.1."""
 
-    def __init__(self, workdir: Path, scheduler_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        scheduler_args: list[str] | None = None,
+        worker_args: list[str] | None = None,
+        security=None,
+    ) -> None:
         self.workdir = workdir
         self.scheduler_file = workdir / "scheduler.json"
         self.scheduler_args = scheduler_args or []
+        self.worker_args = worker_args or []
+        self.security = security  # what the test's own clients connect with (TLS)
+        self.others: list[subprocess.Popen] = []
         self.scheduler: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
         self.address = ""
 
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen:
         dask = shutil.which("dask", path=os.path.dirname(sys.executable)) or "dask"
+        return self.spawn([dask, *args], log)
+
+    def spawn(self, command: list[str], log: str) -> subprocess.Popen:
+        """Run ``command`` (a scheduler or worker command line) as a process this cluster
+        stops on close, its output in ``log`` under the work directory."""
         out = open(self.workdir / log, "ab")
         # Objectives defined in test modules are pickled by reference: let the scheduler
         # and workers import them as pytest does.
         root = Path(__file__).parent
         path = os.pathsep.join([str(root / "tests"), str(root), os.environ.get("PYTHONPATH", "")])
         env = {**os.environ, "PYTHONPATH": path}
-        return subprocess.Popen([dask, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+        bindir = os.path.dirname(sys.executable)  # `dask`, `python` of this environment first
+        env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.others.append(process)
+        return process
+
+    def read_address(self) -> str:
+        """The address a scheduler wrote to this cluster's scheduler file."""
+        wait_for(self.scheduler_file.exists, message="the scheduler file")
+        self.address = wait_for(
+            lambda: json.loads(self.scheduler_file.read_text() or "{}").get("address"),
+            message="the scheduler address",
+        )
+        return self.address
 
     def start_scheduler(self, port: int = 0) -> str:
         if self.scheduler_file.exists():
@@ -105,12 +132,7 @@ class ProcessCluster:
             ],
             "scheduler.log",
         )
-        wait_for(self.scheduler_file.exists, message="the scheduler file")
-        self.address = wait_for(
-            lambda: json.loads(self.scheduler_file.read_text() or "{}").get("address"),
-            message="the scheduler address",
-        )
-        return self.address
+        return self.read_address()
 
     def start_worker(self, nthreads: int = 1) -> subprocess.Popen:
         worker = self._spawn(
@@ -124,6 +146,7 @@ class ProcessCluster:
                 "127.0.0.1",
                 "--dashboard-address",
                 "127.0.0.1:0",
+                *self.worker_args,
             ],
             f"worker-{len(self.workers)}.log",
         )
@@ -131,6 +154,7 @@ class ProcessCluster:
         return worker
 
     def client(self, **kwargs) -> Client:
+        kwargs.setdefault("security", self.security)
         return Client(self.address, timeout=30, **kwargs)
 
     def wait_for_workers(self, n: int) -> None:
@@ -144,8 +168,8 @@ class ProcessCluster:
             process.wait(timeout=30)
 
     def close(self) -> None:
-        for worker in self.workers:
-            self.kill(worker)
+        for process in [*self.workers, *self.others]:
+            self.kill(process)
         self.kill(self.scheduler)
 
 

@@ -6,7 +6,8 @@ from dasktune.storage.plugin import dask_setup
 from dasktune.submit import attach
 from dasktune.submit import optimize
 from dasktune.submit import Run
+from dasktune import tune
 
 __version__ = "0.1.0"
 
-__all__ = ["DaskStorage", "Run", "StoragePlugin", "attach", "dask_setup", "optimize", "__version__"]
+__all__ = ["DaskStorage", "Run", "StoragePlugin", "attach", "dask_setup", "optimize", "tune", "__version__"]

@@ -38,6 +38,10 @@ from typing import TypeVar
 from distributed import Scheduler
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from dasktune.dashboard import app
+from dasktune.dashboard import handlers
+from dasktune.dashboard import metrics
+from dasktune.dashboard.state import TuningState
 from dasktune.storage import backends
 from dasktune.storage import wire
 from dasktune.storage.host import StorageHost
@@ -65,6 +69,8 @@ class StoragePlugin(SchedulerPlugin):
         #: Set (and replaced) whenever a storage's state changes, to wake its watchers.
         self._changed: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task | None = None
+        #: What the Tuning page and /metrics show; it only reads the hosts.
+        self.dashboard = TuningState(self.hosts)
 
     async def start(self, scheduler: Scheduler) -> None:
         """Register the ``dasktune_storage_*`` handlers on ``scheduler``."""
@@ -80,6 +86,9 @@ class StoragePlugin(SchedulerPlugin):
         )
         scheduler.set_metadata(keys=[METADATA_KEY], value=True)
         self._sweeper = asyncio.create_task(self._sweep_stale_trials())
+        if getattr(scheduler, "http_application", None) is not None:  # None: no dashboard
+            scheduler.http_application.add_handlers(r".*", handlers.routes(scheduler, self.dashboard))
+        metrics.track(self.dashboard)
 
     async def _sweep_stale_trials(self) -> None:
         while True:
@@ -271,3 +280,9 @@ def dask_setup(scheduler: Scheduler) -> None:
     """Preload hook: ``dask scheduler --preload dasktune`` installs the plugin at start."""
     if isinstance(scheduler, Scheduler):
         scheduler.add_plugin(StoragePlugin(), name=PLUGIN_NAME, idempotent=True)
+
+
+# A scheduler imports its preload modules before it starts its dashboard, and calls their
+# dask_setup after: the Bokeh app must be added on import. A LocalCluster started in a
+# process that imported dasktune gets it too.
+app.register()

@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable
 from collections.abc import Sequence
 import itertools
+import sys
 import threading
 from typing import Any
 from typing import TYPE_CHECKING
@@ -104,7 +105,7 @@ class SchedulerProtocol:
         if reply["error"] is not None:
             index, *error = reply["error"]
             exc = wire.decode_error(error)
-            if index < len(pending):
+            if index < len(pending) and sys.version_info >= (3, 11):  # notes are 3.11+
                 exc.add_note(
                     f"Raised by the scheduler for an earlier write of this thread "
                     f"({pending[index][0]} on trial {pending[index][1][0]}), sent with this "
@@ -122,6 +123,14 @@ class SchedulerProtocol:
         without this storage gets it re-opened, when this object created it."""
         for attempt in range(_ATTEMPTS):
             client = self.client
+            deadline = asyncio.get_running_loop().time() + _RETRY_SECONDS
+            while client.status in ("newly-created", "connecting") and not client._scheduler_identity:
+                # A worker's client made while a task was unpickled on the worker's event
+                # loop is asynchronous and may still be making its first connection: wait
+                # for it. (A reconnection keeps the scheduler's identity: that is an error.)
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.01)
             if client.status != "running":
                 raise ConnectionError(
                     f"The Dask scheduler is unreachable (client {client.status}); DaskStorage "

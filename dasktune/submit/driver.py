@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 import re
 import time
 from typing import Any
+from typing import cast
 import uuid
 import warnings
 
@@ -114,7 +116,8 @@ def optimize(
     show_progress_bar: bool = False,
     retries: int = 1,
     detach: bool = False,
-    search_space: dict[str, BaseDistribution] | None = None,
+    search_space: dict[str, BaseDistribution] | type | None = None,
+    resources: Mapping[str, float] | None = None,
 ) -> Any:
     """Optimize ``study`` with ``objective`` on the Dask cluster.
 
@@ -146,6 +149,12 @@ def optimize(
             ``objective(params)`` receives the sampled parameters as a dict on a worker, one
             task per trial. Prefer it for expensive or stateful samplers (CMA-ES, GP) and
             costly objectives; it does not support pruning (the objective has no trial).
+            A typed search space class (:func:`dasktune.tune.typed_space`) works too: the
+            objective then receives an instance of it.
+        resources: Dask worker resources each trial needs, e.g. ``{"GPU": 1}``: trials run
+            only on workers started with them (``dask worker --resources "GPU=1"``,
+            ``LocalCluster(resources={"GPU": 1})``), and as many at once per worker as its
+            resources allow.
 
     Returns:
         The :class:`Run`, ended (its ``trials`` are those this call ran) — or still going
@@ -158,6 +167,21 @@ def optimize(
     """
     storage = dask_storage(study)
     catches = _check_arguments(objective, n_trials, timeout, concurrency, catch, retries, callbacks)
+    if isinstance(search_space, type):
+        # Imported here: the tune API builds on this module, not the other way round.
+        from dasktune.tune.typed import TypedObjective
+
+        typed = TypedObjective(objective, search_space)
+        objective, search_space = cast(Objective, typed), typed.distributions
+    if resources is not None and not (
+        isinstance(resources, Mapping)
+        and resources
+        and all(isinstance(k, str) and isinstance(v, (int, float)) and v > 0 for k, v in resources.items())
+    ):
+        raise ValueError(
+            f"resources must map Dask worker resource names to positive amounts, e.g. "
+            f"{{'GPU': 1}}, not {resources!r}."
+        )
     if search_space is not None and not (
         isinstance(search_space, dict)
         and search_space
@@ -178,7 +202,7 @@ def optimize(
             [storage._write("open_run", run.run_id, study._study_id, n_trials, timeout, retries)]
         )
         if not detach:
-            tasks = _tasks(client, study, run.run_id, objective, catches, search_space)
+            tasks = _tasks(client, study, run.run_id, objective, catches, search_space, resources)
             return _drive(run, tasks, callbacks, concurrency, show_progress_bar)
         future = client.submit(
             _drive_detached,
@@ -187,6 +211,7 @@ def optimize(
             run.run_id,
             catches,
             search_space,
+            resources,
             callbacks,
             concurrency,
             key=f"dasktune-{run.run_id}-driver",
@@ -234,7 +259,7 @@ def _drive(
     status, _ = storage._watch_run(run.run_id, 0, timeout=0)
     bar = ProgressBar(show_progress_bar, status["n_trials"], status["timeout"])
     minimize = _single_direction(study)
-    slots, slots_checked = 0, 0.0
+    slots, slots_checked, warned = 0, 0.0, False
     error: BaseException | None = None
     study._thread_local.in_optimize_loop = True  # lets callbacks call study.stop()
     try:
@@ -262,12 +287,27 @@ def _drive(
                 if failure is not None and error is None:
                     error = failure
                     storage._call([["stop_run", [run.run_id, f"error: {failure!r}"], None]])
+                if status["done"] and tasks.alive and _slots(client, tasks.resources) == 0:
+                    # The run has ended while no worker can run a runner (none has the
+                    # ``resources``, or an adaptive cluster has no worker yet): the runners
+                    # queued for one have nothing to do. (With a worker, runners exit on
+                    # their own, and may still be reporting an objective's error.)
+                    tasks.cancel()
                 alive = tasks.alive
             if policy.is_finished(status, alive):
                 break
             if tasks is not None and error is None:
                 if time.monotonic() - slots_checked > _SLOTS_EVERY_SECONDS:
-                    slots, slots_checked = sum(client.nthreads().values()), time.monotonic()
+                    slots, slots_checked = _slots(client, tasks.resources), time.monotonic()
+                    if slots == 0 and tasks.resources and not warned:
+                        warned = True
+                        wanted = " ".join(f"{k}={v:g}" for k, v in tasks.resources.items())
+                        warnings.warn(
+                            f"No worker of the cluster has the resources {dict(tasks.resources)} "
+                            "a trial needs: trials wait until one joins (start it with "
+                            f'`dask worker --resources "{wanted}"`).',
+                            stacklevel=4,  # _drive, start, optimize: the caller's line
+                        )
                 tasks.start(status, slots, concurrency)
     except BaseException:
         # KeyboardInterrupt (a notebook's stop button) or anything else: leave nothing
@@ -293,10 +333,24 @@ def _tasks(
     objective: Any,
     catch: tuple[type[BaseException], ...],
     search_space: dict[str, BaseDistribution] | None,
+    resources: Mapping[str, float] | None,
 ) -> RunnerTasks | TrialTasks:
     if search_space is None:
-        return RunnerTasks(client, study, run_id, objective, catch)
-    return TrialTasks(client, study, run_id, objective, catch, search_space)
+        return RunnerTasks(client, study, run_id, objective, catch, resources)
+    return TrialTasks(client, study, run_id, objective, catch, resources, search_space)
+
+
+def _slots(client: Client, resources: Mapping[str, float] | None) -> int:
+    """How many trials the cluster can run at once: its threads, or with ``resources``,
+    how many times each worker holds them (never more than its threads)."""
+    if resources is None:
+        return sum(client.nthreads().values())
+    slots = 0
+    for worker in client.scheduler_info(n_workers=-1)["workers"].values():
+        held = worker.get("resources", {})
+        fits = min(int(held.get(name, 0) // need) for name, need in resources.items())
+        slots += min(fits, worker["nthreads"])
+    return slots
 
 
 def _drive_detached(
@@ -305,13 +359,14 @@ def _drive_detached(
     run_id: str,
     catch: tuple[type[BaseException], ...],
     search_space: dict[str, BaseDistribution] | None,
+    resources: Mapping[str, float] | None,
     callbacks: list[Callback],
     concurrency: int | None,
 ) -> int:
     """The driver of a detached run, as a task on the cluster."""
     secede()  # a driver waits; it must not hold a worker thread that a runner could use
     client = dask_storage(study)._client = get_client()
-    tasks = _tasks(client, study, run_id, objective, catch, search_space)
+    tasks = _tasks(client, study, run_id, objective, catch, search_space, resources)
     return len(_drive(Run(study, run_id), tasks, callbacks, concurrency, False).trials)
 
 

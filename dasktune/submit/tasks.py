@@ -42,9 +42,10 @@ class RunnerTasks:
         run_id: str,
         objective: Any,
         catch: tuple[type[BaseException], ...],
+        resources: Mapping[str, float] | None,
     ) -> None:
         self.client, self.study, self.run_id = client, study, run_id
-        self.objective, self.catch = objective, catch
+        self.objective, self.catch, self.resources = objective, catch, resources
         self.futures: dict[str, Future] = {}
 
     @property
@@ -75,11 +76,12 @@ class RunnerTasks:
             key = f"dasktune-{self.run_id}-runner-{uuid.uuid4().hex[:8]}"
             self.futures[key] = self.client.submit(
                 run_trials, self.study, self.objective, self.run_id, self.catch, key=key,
-                pure=False,
+                pure=False, resources=self.resources,
             )
 
     def cancel(self) -> None:
         self.client.cancel(list(self.futures.values()), force=True)
+        self.futures.clear()
 
 
 class TrialTasks:
@@ -92,10 +94,12 @@ class TrialTasks:
         run_id: str,
         objective: Any,
         catch: tuple[type[BaseException], ...],
+        resources: Mapping[str, float] | None,
         search_space: dict[str, BaseDistribution],
     ) -> None:
         self.client, self.study, self.run_id = client, study, run_id
-        self.objective, self.catch, self.search_space = objective, catch, search_space
+        self.objective, self.catch, self.resources = objective, catch, resources
+        self.search_space = search_space
         self.futures: dict[str, tuple[Future, optuna.Trial]] = {}
 
     @property
@@ -133,9 +137,12 @@ class TrialTasks:
             storage._release_claim()  # this thread reads fresh again (callbacks run here)
             key = f"dasktune-{self.run_id}-trial-{trial.number}"
             self.futures[key] = (
-                self.client.submit(self.objective, trial.params, key=key, pure=False),
+                self.client.submit(
+                    self.objective, trial.params, key=key, pure=False, resources=self.resources
+                ),
                 trial,
             )
 
     def cancel(self) -> None:
         self.client.cancel([future for future, _ in self.futures.values()], force=True)
+        self.futures.clear()
