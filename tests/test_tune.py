@@ -258,3 +258,36 @@ def test_any_optuna_sampler_and_the_default(client: Client) -> None:
 def test_report_outside_a_trial_says_where_to_call_it() -> None:
     with pytest.raises(RuntimeError, match="call it from the training function"):
         tune.report(loss=1.0)
+
+
+def test_low_cost_partial_config_mode_max_and_cat_hp_cost(client: Client) -> None:
+    space = {"x": tune.uniform(0, 1), "kind": tune.choice(["cheap", "costly"])}
+    with pytest.warns(UserWarning, match="cat_hp_cost .* ignored"):
+        analysis = tune.run(
+            loss_and_accuracy, space, metric="accuracy", mode="max", num_samples=8, verbose=0,
+            low_cost_partial_config={"kind": "cheap"}, cat_hp_cost={"kind": [1, 10]},
+        )
+    first = min(analysis.trials, key=lambda t: t.trial_id)
+    assert first.config["kind"] == "cheap"  # the first trial starts from the low-cost point
+    assert analysis.study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert analysis.best_result["accuracy"] == max(t.last_result["accuracy"] for t in analysis.trials)
+    with pytest.raises(ValueError, match="mode must be 'min' or 'max'"):
+        tune.run(loss_and_accuracy, space, mode="minimize")
+
+
+def test_report_intermediate_result_stops_early_by_report_count(client: Client) -> None:
+    def curve(config: dict) -> None:
+        for _ in range(12):
+            time.sleep(0.005)
+            tune.report(config["x"])  # a bare value: the metric "_metric"
+
+    analysis = tune.run(
+        curve, {"x": tune.uniform(0, 1)}, num_samples=30, report_intermediate_result=True,
+        verbose=0, search_alg=optuna.samplers.RandomSampler(seed=1),
+    )
+    assert isinstance(analysis.study.pruner, optuna.pruners.SuccessiveHalvingPruner)
+    pruned = [t for t in analysis.trials if t.status == "PRUNED"]
+    assert pruned and all(len(t.frozen_trial.intermediate_values) < 12 for t in pruned)
+    assert analysis.best_result["_metric"] == min(
+        t.last_result["_metric"] for t in analysis.trials if t.status == "COMPLETE"
+    )

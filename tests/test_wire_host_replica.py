@@ -86,7 +86,7 @@ def test_delta_holds_only_what_changed_since_the_cursor() -> None:
     (trial_id,), _ = host.execute([_op("create_new_trial", study_id, None)])
     host.execute([_op("set_trial_state_values", 7, TrialState.COMPLETE.value, [1.0])])
     [delta], _ = host.deltas({study_id: cursor}, [study_id])
-    assert sorted(t["id"] for t in delta[2]) == [7, trial_id]
+    assert sorted(wire.unpack_trial(t)["id"] for t in delta[2]) == [7, trial_id]
     assert delta[3] is None  # the study itself did not change
     assert host.deltas({study_id: delta[1]}, [study_id]) == ([], [])
 

@@ -81,7 +81,7 @@ class StudyView:
         for _, cursor, trials, _meta in deltas:
             self.cursor = cursor
             for data in trials:
-                self._update(trial_row(wire.decode_trial(data)))
+                self._update(trial_row(wire.decode_trial(wire.unpack_trial(data))))
         return True
 
     def _update(self, row: dict[str, Any]) -> None:

@@ -42,7 +42,7 @@ _REMEMBERED_REQUESTS = 100_000
 #: Marks a change to the study itself (attributes) in a change log of trial ids.
 STUDY_CHANGED = -1
 
-Delta = list[Any]  # [study_id, cursor, [wire trials], study meta or None]
+Delta = list[Any]  # [study_id, cursor, [packed wire trials], study meta or None]
 
 
 class StorageHost:
@@ -62,6 +62,8 @@ class StorageHost:
         self._studies: dict[int, dict[str, Any]] = {}
         self._names: dict[str, int] = {}
         self._trials: dict[int, wire.Trial] = {}
+        #: The same trials packed (what deltas carry), packed once per change.
+        self._packed: dict[int, bytes] = {}
         self._trial_study: dict[int, int] = {}
         self._logs: dict[int, list[int]] = {}
         self._applied: OrderedDict[str, Any] = OrderedDict()
@@ -167,7 +169,7 @@ class StorageHost:
                     continue
                 changed = dict.fromkeys(log[cursor:])
                 meta = self._study_meta(study_id) if STUDY_CHANGED in changed else None
-                trials = [self._trials[t] for t in changed if t != STUDY_CHANGED]
+                trials = [self._packed[t] for t in changed if t != STUDY_CHANGED]
                 deltas.append([study_id, len(log), trials, meta])
         return deltas, missing
 
@@ -208,6 +210,7 @@ class StorageHost:
             del self._names[study["name"]]
             for trial_id in self._logs.pop(study_id):
                 self._trials.pop(trial_id, None)
+                self._packed.pop(trial_id, None)
                 self._trial_study.pop(trial_id, None)
                 self._heartbeats.pop(trial_id, None)
 
@@ -483,6 +486,7 @@ class StorageHost:
 
     def _put_trial(self, study_id: int, data: wire.Trial) -> None:
         self._trials[data["id"]] = data
+        self._packed[data["id"]] = wire.pack_trial(data)
         self._trial_study[data["id"]] = study_id
         self._logs[study_id].append(data["id"])
 

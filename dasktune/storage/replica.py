@@ -78,7 +78,8 @@ class Replica:
                 self._index.pop(trial._trial_id, None)
 
     def apply(self, delta: list[Any]) -> None:
-        """Apply ``[study_id, cursor, wire trials, study meta or None]`` from the scheduler."""
+        """Apply ``[study_id, cursor, packed wire trials, study meta or None]`` from the
+        scheduler."""
         study_id, cursor, trials, meta = delta
         study = self.studies.get(study_id)
         if study is None:
@@ -91,7 +92,8 @@ class Replica:
             study.directions = wire.decode_directions(meta["directions"])
             study.user_attrs = wire.decode_attrs(meta["user_attrs"])
             study.system_attrs = wire.decode_attrs(meta["system_attrs"])
-        for trial in sorted(map(wire.decode_trial, trials), key=lambda t: t.number):
+        decoded = (wire.decode_trial(wire.unpack_trial(packed)) for packed in trials)
+        for trial in sorted(decoded, key=lambda t: t.number):
             self._put(study, trial)
 
     def study_of(self, trial_id: int) -> int | None:

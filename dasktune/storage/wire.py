@@ -6,7 +6,10 @@ pickle. That keeps processes on different Optuna minor versions working together
 ``FrozenTrial`` does not survive that) and keeps the scheduler from running code that arrives
 through storage calls.
 
-A trial travels as a dict with short keys (see :func:`encode_trial`); attributes travel as
+A trial travels as a dict (see :func:`encode_trial`), packed once into msgpack bytes when it
+changes (:func:`pack_trial`): the scheduler sends every reader the same bytes, so a reply's
+cost does not grow with what is in each trial, and readers unpack in their own process.
+Attributes travel as
 JSON text, which is also what makes a value that Optuna could not store in a database fail
 at the call that set it; distributions travel as Optuna's own JSON.
 
@@ -21,6 +24,7 @@ import functools
 import json
 from typing import Any
 
+import msgpack
 from optuna.distributions import BaseDistribution
 from optuna.distributions import distribution_to_json
 from optuna.distributions import json_to_distribution
@@ -145,6 +149,15 @@ def encode_trial(trial: FrozenTrial) -> Trial:
         "datetime_start": encode_datetime(trial.datetime_start),
         "datetime_complete": encode_datetime(trial.datetime_complete),
     }
+
+
+def pack_trial(data: Trial) -> bytes:
+    """A wire trial as the msgpack bytes deltas carry."""
+    return msgpack.packb(data, use_bin_type=True)
+
+
+def unpack_trial(packed: bytes) -> Trial:
+    return msgpack.unpackb(packed, raw=False)
 
 
 def decode_trial(data: Trial) -> FrozenTrial:
