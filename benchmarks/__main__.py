@@ -1,6 +1,7 @@
 """``python -m benchmarks [--quick] [--out DIR]``: every figure of the benchmark suite in one
 run, against the peers measured in the same run; writes ``DIR/results.md`` and
-``DIR/scaling.png`` (default ``DIR``: ``benchmarks/results``) and prints the report.
+``DIR/scaling.png`` (default ``DIR``: ``benchmarks/results``, ``benchmarks/results/quick``
+with ``--quick``) and prints the report.
 
 Sections (each module's docstring says exactly what it runs): overhead against the peers
 (:mod:`benchmarks.overhead`), growth across a 10,000-trial study and memory afterwards
@@ -51,9 +52,12 @@ QUICK = Plan([200], 10.0, 1000, 100, 20.0, [1, 4, 32], 3, [(100, 1000.0)], 3.0)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run under 2 minutes")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
-                        help="where results.md and scaling.png go (default: benchmarks/results)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where results.md and scaling.png go (default: benchmarks/results, "
+                             "or benchmarks/results/quick with --quick)")
     args = parser.parse_args()
+    if args.out is None:  # a smoke run must not overwrite the reported figures
+        args.out = Path(__file__).parent / "results" / ("quick" if args.quick else "")
     plan = QUICK if args.quick else FULL
     quiet()
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna_integration")
