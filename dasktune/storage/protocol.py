@@ -19,6 +19,8 @@ import threading
 from typing import Any
 from typing import TYPE_CHECKING
 
+import dask
+from dask.utils import parse_timedelta
 from distributed import get_worker
 from distributed.protocol.pickle import dumps
 from distributed.utils import sync
@@ -123,7 +125,11 @@ class SchedulerProtocol:
         without this storage gets it re-opened, when this object created it."""
         for attempt in range(_ATTEMPTS):
             client = self.client
-            deadline = asyncio.get_running_loop().time() + _RETRY_SECONDS
+            # As long as Dask itself gives a connection: a fresh worker on a busy machine
+            # can take seconds to make its first one.
+            deadline = asyncio.get_running_loop().time() + parse_timedelta(
+                dask.config.get("distributed.comm.timeouts.connect"), default="seconds"
+            )
             while client.status in ("newly-created", "connecting") and not client._scheduler_identity:
                 # A worker's client made while a task was unpickled on the worker's event
                 # loop is asynchronous and may still be making its first connection: wait
