@@ -29,10 +29,15 @@ def objective(trial: optuna.Trial) -> float:
     return x**2 + y + (c == "a")
 
 
-def sleeping(trial: optuna.Trial) -> float:
-    """The scaling figure's objective: 0.1 s of "work" that uses no CPU."""
-    time.sleep(0.1)
-    return trial.suggest_float("x", -1, 1) ** 2
+@dataclass(frozen=True)
+class Sleeping:
+    """The scaling figures' objective: ``seconds`` of "work" that uses no CPU."""
+
+    seconds: float
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        time.sleep(self.seconds)
+        return trial.suggest_float("x", -1, 1) ** 2
 
 
 def quiet() -> None:

@@ -22,7 +22,7 @@ import optuna_integration
 
 import dasktune
 from benchmarks.common import quiet
-from benchmarks.common import sleeping
+from benchmarks.common import Sleeping
 
 SLEEP = 0.1
 
@@ -51,7 +51,7 @@ def _cluster(workers: int) -> LocalCluster:
 
 
 def run(levels: list[int], trials_per_worker: int, log: Callable[[str], None]) -> list[Point]:
-    points = []
+    points, sleeping = [], Sleeping(SLEEP)
     for workers in levels:
         n = trials_per_worker * workers
         log(f"scaling: {workers} workers, {n} trials")
@@ -74,19 +74,14 @@ def run(levels: list[int], trials_per_worker: int, log: Callable[[str], None]) -
     return points
 
 
-def _quarter(trial: optuna.Trial) -> float:
-    time.sleep(0.25)
-    return trial.suggest_float("x", -1, 1) ** 2
-
-
 def quarter_second(log: Callable[[str], None]) -> Point:
     """80 trials of 0.25 s on 2 single-thread worker processes with ``dasktune.optimize``."""
     log("submission: 80 trials of 0.25 s on 2 workers")
     with _cluster(2) as cluster, Client(cluster) as client:
         client.run(quiet)
         warm = optuna.create_study(storage=dasktune.DaskStorage(client=client))
-        dasktune.optimize(warm, sleeping, n_trials=2, client=client)
+        dasktune.optimize(warm, Sleeping(SLEEP), n_trials=2, client=client)
         study = optuna.create_study(storage=dasktune.DaskStorage(client=client))
         start = time.perf_counter()
-        dasktune.optimize(study, _quarter, n_trials=80, client=client)
+        dasktune.optimize(study, Sleeping(0.25), n_trials=80, client=client)
         return Point("dasktune.optimize", 2, 80, time.perf_counter() - start, sleep=0.25)
