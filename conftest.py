@@ -29,6 +29,22 @@ import pytest
 POSTGRES_ENV = "DASKTUNE_TEST_POSTGRES"
 REDIS_ENV = "DASKTUNE_TEST_REDIS"
 
+#: The longest test modules first. The suite runs on two processes (pytest-xdist, a module
+#: to a process, see pyproject.toml), and xdist hands each process its first two modules in
+#: this order (process 1 the first two, process 2 the next two): the two upstream modules,
+#: about two minutes each, go one to each process, so that no long module runs alone at the
+#: end while the other process idles.
+LONGEST = ["test_upstream.py", "test_notebooks.py", "test_upstream_in_worker.py", "test_cli.py",
+           "test_benchmarks.py", "test_run_lifecycle.py", "test_fault_tolerance.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST.index(name) if name in LONGEST else len(LONGEST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
+
 
 def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, message: str = ""):
     """Poll ``condition()`` until it returns a truthy value, or fail after ``timeout``."""
@@ -40,6 +56,11 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, message: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message or condition}")
         time.sleep(interval)
+
+
+def worker_of(study, trial) -> str | None:
+    """The address of the worker that ran ``trial``, as the scheduler recorded it."""
+    return study._storage.get_trial_worker(trial._trial_id)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,87 @@
-"""dasktune: distributed hyperparameter tuning on a Dask cluster, built on Optuna."""
+"""dasktune: distributed hyperparameter tuning on a Dask cluster, built on Optuna.
 
-from dasktune.storage import DaskStorage
-from dasktune.storage import StoragePlugin
-from dasktune.storage.plugin import dask_setup
-from dasktune.submit import attach
-from dasktune.submit import optimize
-from dasktune.submit import Run
-from dasktune import tune
+The public names are imported on first use, so that ``import dasktune`` — which every worker
+does when it unpickles a storage, and the ``dasktune`` command before it parses its
+arguments — costs neither Optuna's nor distributed's import time until they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version
+from typing import Any
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = ["DaskStorage", "Run", "StoragePlugin", "attach", "dask_setup", "optimize", "tune", "__version__"]
+#: The versions ``pyproject.toml`` admits and CI tests, oldest and first unsupported.
+SUPPORTED_VERSIONS = {
+    "optuna": ("4.5", "6"),
+    "distributed": ("2024.8", None),
+    "dask": ("2024.8", None),
+}
+
+
+def _check_versions() -> None:
+    """Fail at import, naming the supported range, rather than later in a user's run."""
+    from packaging.version import Version
+
+    for package, (oldest, first_unsupported) in SUPPORTED_VERSIONS.items():
+        try:
+            found = Version(version(package))
+        except PackageNotFoundError:
+            continue  # its import fails with Python's own message
+        if found < Version(oldest) or (
+            first_unsupported is not None and found >= Version(first_unsupported)
+        ):
+            wanted = f">={oldest}" + ("" if first_unsupported is None else f",<{first_unsupported}")
+            raise ImportError(
+                f"dasktune {__version__} supports {package}{wanted}, but {package} {found} is "
+                f"installed; install a supported version: pip install '{package}{wanted}'."
+            )
+
+
+_check_versions()
+
+from dasktune import compat  # noqa: E402 - after the version check, which it relies on
+
+if compat.imported_as_preload():
+    # Bokeh apps join a scheduler's dashboard only before it starts, which is now.
+    from dasktune.dashboard import app
+
+    app.register()
+
+_EXPORTS = {
+    "DaskStorage": "dasktune.storage.proxy",
+    "StoragePlugin": "dasktune.storage.plugin",
+    "dask_setup": "dasktune.storage.plugin",
+    "attach": "dasktune.submit.driver",
+    "optimize": "dasktune.submit.driver",
+    "Run": "dasktune.submit.driver",
+}
+
+__all__ = [*sorted(_EXPORTS), "tune", "__version__"]
+
+if TYPE_CHECKING:
+    from dasktune import tune
+    from dasktune.storage.plugin import dask_setup
+    from dasktune.storage.plugin import StoragePlugin
+    from dasktune.storage.proxy import DaskStorage
+    from dasktune.submit.driver import attach
+    from dasktune.submit.driver import optimize
+    from dasktune.submit.driver import Run
+
+
+def __getattr__(name: str) -> Any:
+    if name == "tune":
+        return importlib.import_module("dasktune.tune")
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # the next lookup is an ordinary attribute
+        return value
+    raise AttributeError(f"module 'dasktune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -17,10 +17,82 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = (tmp_path / "results.md").read_text()
-    for heading in ["## Floors", "## Overhead", "## Growth", "## Scaling", "## Scheduler load"]:
+    for heading in ["## Floors", "## Start-up", "## Overhead", "## Growth", "## Scaling", "## Scheduler load"]:
         assert heading in report, heading
     for peer in ["optuna in-process", "seed: optuna_integration.DaskStorage", "JournalStorage, shared file",
                  "gRPC storage proxy", "dasktune.DaskStorage (submit)", "dasktune.optimize"]:
         assert f"| {peer} |" in report, peer
     assert (tmp_path / "scaling.png").read_bytes().startswith(b"\x89PNG")
     assert report in done.stdout  # printed as well as written
+
+
+def test_quick_parallel_benchmark_writes_its_report(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "parallel", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tmp_path / "parallel.md").read_text()
+    for heading in ["## Regret ratio at equal N", "## The sequential reference", "## Duplicate configurations",
+                    "## Time to reach the sequential median result", "## Achieved concurrency",
+                    "## Best-so-far per problem"]:
+        assert heading in report, heading
+    for config in ["optuna sequential", "optuna n_jobs threads", "dasktune, TPESampler(seed)",
+                   "dasktune, default sampler"]:
+        assert f"| {config} |" in report, config
+    assert (tmp_path / "parallel.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "parallel.json").exists() and (tmp_path / "parallel-runs.json.gz").exists()
+    again = subprocess.run(  # the report is remade from the saved runs alone
+        [sys.executable, "-m", "benchmarks", "parallel", "--quick", "--report-only", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "parallel.md").read_text() == report
+
+
+def test_test_functions_have_their_stated_optimum() -> None:
+    import numpy as np
+    import optuna
+
+    from benchmarks.problems import problem
+
+    at = {"Hartmann-6": [0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573],
+          "Ackley-5": [0.0] * 5, "Rosenbrock-10": [1.0] * 10}
+    for name, x in at.items():
+        p = problem(name)
+        assert p.continuous
+        assert abs(p(optuna.trial.FixedTrial({f"x{i}": v for i, v in enumerate(x)})) - p.optimum) < 1e-12
+    assert abs(problem("Hartmann-6").optimum + 3.32237) < 1e-5
+    off = problem("Ackley-5")(optuna.trial.FixedTrial({f"x{i}": 1.0 for i in range(5)}))
+    assert np.isclose(off, 3.6253849384403627)  # the textbook value at (1, ..., 1)
+
+
+def test_grid_tables_are_exact_on_the_grid_and_interpolate_between() -> None:
+    import optuna
+
+    from benchmarks.problems import problem
+
+    for name in ["GBM breast_cancer", "SVR diabetes"]:
+        table = problem(name)
+        assert not table.continuous
+        best = min(table.points(), key=lambda point: table(optuna.trial.FixedTrial(point)))
+        assert table(optuna.trial.FixedTrial(best)) == table.optimum
+        # Halfway (in log scale) along a float axis from the best point: between its neighbours.
+        axis = next(a for a in table.axes if a.kind == "float")
+        i = axis.grid.index(best[axis.name])
+        j = i + 1 if i + 1 < len(axis.grid) else i - 1
+        middle = (axis.grid[i] * axis.grid[j]) ** 0.5
+        value = table(optuna.trial.FixedTrial({**best, axis.name: middle}))
+        other = table(optuna.trial.FixedTrial({**best, axis.name: axis.grid[j]}))
+        assert table.optimum < value < other
+        assert abs(value - (table.optimum + other) / 2) < 1e-9 * max(1.0, abs(other))
+
+
+def test_simulated_durations_are_keyed_by_seed_and_trial_number() -> None:
+    from benchmarks.parallel import Durations
+
+    durations = Durations(scale=0.5)
+    assert durations(3, 7) == durations(3, 7) != durations(4, 7)
+    draws = [durations(0, n) for n in range(200)]
+    assert 0.025 <= min(draws) < max(draws) <= 0.175
+    assert draws != sorted(draws)  # trials finish out of order

@@ -15,7 +15,7 @@ import yaml
 
 import dasktune
 from conftest import ProcessCluster
-from dasktune.storage.plugin import METADATA_KEY
+from dasktune.storage.wire import METADATA_KEY
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 
+import dask
 from distributed import Client
 from distributed import LocalCluster
 import optuna
@@ -18,17 +19,26 @@ import pytest
 
 from conftest import ProcessCluster
 from conftest import wait_for
+from conftest import worker_of
 import dasktune
 from dasktune import DaskStorage
 from dasktune.storage import wire
-from dasktune.storage.runs import FAIL_REASON
-from dasktune.storage.runs import WORKER
+from dasktune.storage.wire import FAIL_REASON
+from dasktune.storage.wire import PLUGIN_NAME
+
+pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and distributed
 
 
 def hang(trial: optuna.Trial) -> float:
     trial.suggest_float("x", 0, 1)
     time.sleep(120)
     return 0.0
+
+
+def three_seconds(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", 0, 1)
+    time.sleep(3.0)
+    return x
 
 
 def second(trial: optuna.Trial) -> float:
@@ -51,7 +61,7 @@ def kill_worker_running(client: Client, study: optuna.Study) -> str:
         lambda: [t for t in study.trials if t.state == TrialState.RUNNING and t.params],
         message="a running trial with its parameters",
     )
-    address = running[0].system_attrs[WORKER]
+    address = worker_of(study, running[0])
     os.kill(client.run(os.getpid)[address], signal.SIGKILL)
     return address
 
@@ -193,7 +203,9 @@ def test_in_memory_storage_says_it_is_not_durable(client: Client, caplog) -> Non
 
 def test_stale_heartbeat_fails_the_trial_and_the_callback_retries_it(client: Client) -> None:
     calls: list[int] = []
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    # Optuna 5's name, and Optuna 4's (which 5 keeps as a deprecated alias).
+    retry_class = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    retry = (retry_class or optuna.storages.RetryFailedTrialCallback)(max_retry=1)
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         calls.append(trial.number)
@@ -204,7 +216,8 @@ def test_stale_heartbeat_fails_the_trial_and_the_callback_retries_it(client: Cli
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
     storage.record_heartbeat(trial._trial_id)  # ... and then it stops beating
-    time.sleep(1.5)
+    stale = lambda: storage._get_stale_trial_ids(study._study_id)  # noqa: E731
+    wait_for(stale, timeout=10, message="the grace period to pass")
     optuna.storages.fail_stale_trials(study)
     optuna.storages.fail_stale_trials(study)
     assert calls == [0]
@@ -218,26 +231,45 @@ def test_scheduler_fails_stale_trials_on_its_own(client: Client) -> None:
     storage = DaskStorage(heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(storage=storage)
     trial = study.ask()
-    storage.record_heartbeat(trial._trial_id)
-    wait_for(
-        lambda: study.trials[0].state == TrialState.FAIL,
-        timeout=10,
-        message="the scheduler's sweep",
-    )
+    # The session cluster's scheduler runs in this process: it reads this config.
+    with dask.config.set({"distributed.dasktune.stale-trial-margin": "1s"}):
+        storage.record_heartbeat(trial._trial_id)
+        wait_for(
+            lambda: study.trials[0].state == TrialState.FAIL,
+            timeout=10,
+            message="the scheduler's sweep",
+        )
     assert study.trials[0].system_attrs[FAIL_REASON].startswith("no heartbeat for")
+
+
+def _heartbeats(name: str):
+    def read(dask_scheduler) -> dict[int, float]:
+        store = dask_scheduler.plugins[PLUGIN_NAME].hosts[name].store
+        return {trial_id: beat for trial_id, (beat, _) in store._heartbeats.items()}
+
+    return read
 
 
 def test_optimize_with_heartbeats_records_them(client: Client) -> None:
     storage = DaskStorage(heartbeat_interval=1)
     study = optuna.create_study(storage=storage)
-    run = dasktune.optimize(study, second, n_trials=2)
+    run = dasktune.optimize(study, three_seconds, n_trials=2, detach=True)
+    first = wait_for(lambda: client.run_on_scheduler(_heartbeats(storage.name)), message="a heartbeat")
+    trial_id, beat = next(iter(first.items()))
+    wait_for(
+        lambda: client.run_on_scheduler(_heartbeats(storage.name)).get(trial_id, 0) > beat + 0.5,
+        timeout=10,
+        message="the next heartbeat of the same trial",
+    )
+    run.wait()
     assert {t.state for t in run.trials} == {TrialState.COMPLETE}
+    assert client.run_on_scheduler(_heartbeats(storage.name)) == {}  # dropped with their trials
 
 
 def test_many_threads_hammering_one_storage(client: Client) -> None:
     storage = DaskStorage()
     optuna.create_study(storage=storage, study_name="hammer")
-    threads, per_thread = 32, 100
+    threads, per_thread = 32, 25
     operations = Counter()
 
     def work(index: int) -> None:
@@ -257,7 +289,7 @@ def test_many_threads_hammering_one_storage(client: Client) -> None:
         t.start()
     for t in workers:
         t.join()
-    assert sum(operations.values()) >= 20_000
+    assert sum(operations.values()) == threads * per_thread * 7
     trials = storage.get_all_trials(storage.get_study_id_from_name("hammer"))
     assert sorted(t.number for t in trials) == list(range(threads * per_thread))
     assert sorted(t.value for t in trials) == sorted(
@@ -301,11 +333,12 @@ def test_optimize_runs_the_stale_trial_callback_for_a_lost_heartbeat(client: Cli
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         retried.append(trial.number)
 
-    storage = DaskStorage(heartbeat_interval=1, grace_period=1, heartbeat_stale_trial_callback=callback)
+    # A grace period of two beats: the run's own trials, beating every second, never look stale.
+    storage = DaskStorage(heartbeat_interval=1, grace_period=2, heartbeat_stale_trial_callback=callback)
     study = optuna.create_study(storage=storage)
     stale = study.ask()  # a trial whose process stopped beating
     storage.record_heartbeat(stale._trial_id)
-    time.sleep(1.2)
+    wait_for(lambda: storage._get_stale_trial_ids(study._study_id), timeout=10, message="grace")
     dasktune.optimize(study, second, n_trials=2)
     assert retried == [stale.number]
     assert study.trials[stale.number].state == TrialState.FAIL

@@ -1,23 +1,27 @@
-"""The submission layer's decisions, from plain data, without a cluster."""
+"""The submission layer's decisions, from plain data, without a cluster. Statuses come from
+the scheduler's own run book, so the budget rule is tested where it lives."""
 
 from __future__ import annotations
 
+import logging
+
+import optuna
 import pytest
 
+from dasktune.storage.runs import RunBook
 from dasktune.submit import policy
 
+pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and distributed
 
-def status(**overrides) -> dict:
-    base = {
-        "n_trials": 10,
-        "timeout": None,
-        "claimed": 0,
-        "running": 0,
-        "stopped": None,
-        "time_left": None,
-        "done": False,
-    }
-    return {**base, **overrides}
+
+def status(n_trials: int | None = 10, claimed: int = 0, running: int = 0, **end: str) -> dict:
+    book = RunBook()
+    book.open("r", 0, n_trials, None, 0, None)
+    book.started("r", range(claimed), "w")
+    book.finished(range(claimed - running))
+    if end:
+        book.end("r", end["outcome"], end["reason"])
+    return dict(book.status("r")[0])
 
 
 def test_one_runner_per_slot() -> None:
@@ -39,30 +43,66 @@ def test_a_runner_waits_for_workers_that_do_not_exist_yet() -> None:
 
 
 @pytest.mark.parametrize(
-    "overrides",
-    [{"claimed": 10}, {"stopped": "study.stop() called"}, {"time_left": 0.0, "n_trials": None}],
+    "run",
+    [
+        {"claimed": 10},
+        {"outcome": "stopped", "reason": "study.stop() was called"},
+        {"outcome": "cancelled", "reason": "by the user"},
+    ],
 )
-def test_no_runner_once_no_trial_may_start(overrides: dict) -> None:
-    assert not policy.can_start_trials(status(**overrides))
-    assert policy.runners_to_start(status(**overrides), 0, slots=4, concurrency=None) == 0
+def test_no_runner_once_no_trial_may_start(run: dict) -> None:
+    assert policy.runners_to_start(status(**run), 0, slots=4, concurrency=None) == 0
 
 
 def test_finished_only_when_done_and_no_runner_is_left() -> None:
-    assert not policy.is_finished(status(done=True), alive=1)
-    assert not policy.is_finished(status(done=False), alive=0)
-    assert policy.is_finished(status(done=True), alive=0)
+    assert not policy.is_finished(status(claimed=10, running=0), alive=1)
+    assert not policy.is_finished(status(claimed=10, running=1), alive=0)
+    assert policy.is_finished(status(claimed=10, running=0), alive=0)
+
+
+def test_cheap_trials_are_claimed_in_batches_worth_a_bounded_time() -> None:
+    assert policy.claim_size(None) == 1  # pace unknown: one at a time
+    assert policy.claim_size(1.0) == 1
+    assert policy.claim_size(policy.CLAIM_AHEAD_SECONDS) == 1
+    assert policy.claim_size(0.001) == int(policy.CLAIM_AHEAD_SECONDS / 0.001)
+    assert policy.claim_size(1e-9) == policy.MAX_BATCH
+
+
+def test_only_short_trials_ask_ahead_and_only_when_half_a_batch_is_left() -> None:
+    assert not policy.ask_ahead(0, None)
+    assert policy.ask_ahead(0, 0.01)
+    assert not policy.ask_ahead(0, policy.PREFETCH_BELOW_SECONDS)
+    pace = 0.001
+    batch = policy.claim_size(pace)
+    assert not policy.ask_ahead(batch - 1, pace)
+    assert policy.ask_ahead(batch // 2 - 1, pace)
 
 
 @pytest.mark.parametrize(
-    "values, n, reason",
-    [
-        (1.5, 1, None),
-        ([1.0, 2.0], 2, None),
-        (None, 1, "The value None could not be cast to float."),
-        (float("nan"), 1, "The value nan is not acceptable"),
-        ("abc", 1, "The value 'abc' could not be cast to float"),
-        ([1.0], 2, "The number of the values 1 did not match the number of the objectives 2"),
-    ],
+    "values, n",
+    [(1.5, 1), ([1.0, 2.0], 2), (None, 1), (float("nan"), 1), ([1.0, "x"], 2), ([1.0], 2)],
 )
-def test_infeasible_values_use_optunas_messages(values, n: int, reason: str | None) -> None:
-    assert policy.infeasible_values(values, n) == reason
+def test_invalid_values_are_judged_as_optuna_judges_them(values, n: int, caplog) -> None:
+    """Optuna's own Study.optimize decides the same values are invalid, with the same words."""
+    study = optuna.create_study(directions=["minimize"] * n)
+    with caplog.at_level(logging.WARNING, logger="optuna"):
+        study.optimize(lambda trial: values, n_trials=1)
+    reason = policy.invalid_values(values, n)
+    assert (reason is None) == (study.trials[0].state == optuna.trial.TrialState.COMPLETE)
+    if reason is not None:
+        assert reason in caplog.text
+
+
+@pytest.mark.parametrize("value", ["1.5", "abc", b"2"])
+def test_a_str_is_refused_whole_where_optuna_would_crash(value) -> None:
+    # Optuna takes "1.5" as three characters and raises from its own tell.
+    assert policy.invalid_values(value, 1) == (
+        f"The value {value!r} is a {type(value).__name__}, not a number: an objective returns "
+        "a float, or a sequence of floats for several objectives"
+    )
+
+
+def test_slow_trials_send_their_parameters_at_once_cheap_ones_with_the_next_claim() -> None:
+    assert policy.write_delay(None) == policy.PROMPT_WRITE_SECONDS  # pace unknown: at once
+    assert policy.write_delay(1.0) == policy.PROMPT_WRITE_SECONDS
+    assert policy.write_delay(0.001) is None

@@ -20,8 +20,8 @@ import pytest
 
 import dasktune
 from conftest import ProcessCluster
-from dasktune.storage.plugin import METADATA_KEY
-from dasktune.storage.plugin import PLUGIN_NAME
+from dasktune.storage.wire import METADATA_KEY
+from dasktune.storage.wire import PLUGIN_NAME
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test certificates")
 

@@ -15,6 +15,8 @@ from dasktune import tune
 from dasktune.tune.reporting import RESULT
 from dasktune.tune.run import INFEASIBLE
 
+pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and distributed
+
 
 def quadratic(config: dict) -> dict:
     x, y = config["a"]["x"], config["y"]

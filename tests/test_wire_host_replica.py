@@ -19,6 +19,8 @@ from dasktune.storage import wire
 from dasktune.storage.host import StorageHost
 from dasktune.storage.replica import Replica
 
+pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and distributed
+
 
 @pytest.mark.parametrize("exc_type", list(wire.ERROR_TYPES.values()))
 def test_every_mapped_error_type_round_trips(exc_type: type[Exception]) -> None:
@@ -81,14 +83,14 @@ def test_delta_holds_only_what_changed_since_the_cursor() -> None:
     for _ in range(100):
         host.execute([_op("create_new_trial", study_id, None)])
     [delta], missing = host.deltas({}, [study_id])
-    assert missing == [] and len(delta[2]) == 100 and delta[3]["name"] == "s"
-    cursor = delta[1]
+    assert missing == [] and len(delta["trials"]) == 100 and delta["meta"]["name"] == "s"
+    cursor = delta["cursor"]
     (trial_id,), _ = host.execute([_op("create_new_trial", study_id, None)])
     host.execute([_op("set_trial_state_values", 7, TrialState.COMPLETE.value, [1.0])])
     [delta], _ = host.deltas({study_id: cursor}, [study_id])
-    assert sorted(wire.unpack_trial(t)["id"] for t in delta[2]) == [7, trial_id]
-    assert delta[3] is None  # the study itself did not change
-    assert host.deltas({study_id: delta[1]}, [study_id]) == ([], [])
+    assert sorted(wire.unpack_trial(t)["id"] for t in delta["trials"]) == [7, trial_id]
+    assert delta["meta"] is None  # the study itself did not change
+    assert host.deltas({study_id: delta["cursor"]}, [study_id]) == ([], [])
 
 
 def test_a_retried_request_is_applied_once() -> None:
@@ -109,17 +111,17 @@ def test_operations_stop_at_the_first_error_and_report_its_index() -> None:
         ]
     )
     assert results == [0]
-    assert error == [1, "KeyError", "No trial with trial_id 99 exists."]
+    assert error == {"type": "KeyError", "message": "No trial with trial_id 99 exists.", "op": 1}
     assert len(host.backend.get_all_trials(study_id)) == 1
 
 
 def test_unknown_operation_is_refused() -> None:
     host, _ = _host_with_study()
-    assert host.execute([_op("__init__")])[1] == [
-        0,
-        "ValueError",
-        "Unknown storage operation '__init__'.",
-    ]
+    assert host.execute([_op("__init__")])[1] == {
+        "type": "ValueError",
+        "message": "Unknown storage operation '__init__'.",
+        "op": 0,
+    }
 
 
 def test_deleted_study_is_reported_missing() -> None:

@@ -1,14 +1,19 @@
-"""What each ``dasktune`` subcommand does; ``dasktune/cli/__init__.py`` parses the arguments."""
+"""What each ``dasktune`` subcommand does, once ``dasktune/cli/parser.py`` has parsed and
+checked its arguments (this module imports Optuna and distributed: ``main`` imports it only
+then)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 import json
+import logging
 import math
-from pathlib import Path
+import sys
 from typing import Any
+import warnings
 
 from distributed import Client
 import optuna
@@ -16,49 +21,117 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 import dasktune
+from dasktune import compat
 from dasktune.cli.connect import CommandError
 from dasktune.cli.connect import connect
 from dasktune.cli.connect import find_study
 from dasktune.cli.connect import local_cluster
 from dasktune.cli.connect import open_storage
+from dasktune.cli.connect import storage_name
 from dasktune.cli.connect import storages
+from dasktune.cli.connect import study_url
+from dasktune.cli.connect import tuning_url
+from dasktune.cli.export import export
 from dasktune.cli.objective import load_objective
-from dasktune.demo import objective as demo_objective
-from dasktune.storage.backends import open_backend
+from dasktune.cli.parser import PRUNERS
+from dasktune.cli.parser import SAMPLERS
 from dasktune.submit.driver import dask_storage
 
 _STATES = [s.name for s in TrialState]
 
 
+def execute(args: argparse.Namespace) -> int:
+    """Run the command ``args`` names; its exit code."""
+    _quiet(args.verbose)
+    return COMMANDS[args.command](args)
+
+
+def _quiet(verbose: bool) -> None:
+    """Optuna logs each study and trial at INFO, and warns that some samplers are
+    experimental: noise in a command's output, kept for ``-v``."""
+    optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+
+
+#: The study ``dasktune demo`` tunes.
+DEMO_STUDY = "dasktune-demo"
+
+
 def demo(args: argparse.Namespace) -> int:
-    """Tune the bundled ridge-regression problem and print the best trial."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    """Tune the bundled ridge-regression problem, print the best trial next to the known
+    optimum, and keep a local cluster (and its dashboard) up until Enter or Ctrl-C."""
+    from dasktune import demo as problem
+
     with contextlib.ExitStack() as stack:
         if args.scheduler:
             client = stack.enter_context(connect(args))
         else:
             cluster = stack.enter_context(local_cluster(args.workers))
             client = stack.enter_context(Client(cluster))
-        print(f"Dask dashboard: {client.dashboard_link}")
-        study = optuna.create_study(
-            storage=dasktune.DaskStorage(client=client),
-            study_name="dasktune-demo",
-            load_if_exists=True,
-        )
-        dasktune.optimize(study, demo_objective, n_trials=args.n_trials, show_progress_bar=True)
+        # The CLI's default storage, so that `dasktune show dasktune-demo` finds the study.
+        storage = dasktune.DaskStorage(name=storage_name(None, None), client=client)
+        study = optuna.create_study(storage=storage, study_name=DEMO_STUDY, load_if_exists=True)
+        tuning = tuning_url(client)
+        if tuning is None:
+            print(f"The scheduler at {client.scheduler.address} serves no dashboard.")
+        else:
+            print(f"Tuning page: {tuning}")
+            print(f"This study:  {study_url(client, storage.name, study.study_name)}")
+        sys.stdout.flush()  # before the progress bar, which writes to stderr
+        dasktune.optimize(study, problem.objective, n_trials=args.n_trials, show_progress_bar=True)
         best = study.best_trial
-        print(f"Best trial #{best.number}: validation MSE {best.value:.4f} with {best.params}")
+        print(f"Best trial #{best.number}: validation MSE {best.value:.4f} with {_params(best.params)}")
+        print(
+            f"The problem's optimum: validation MSE {problem.OPTIMUM_MSE:.4f} with "
+            f"{_params(problem.OPTIMUM)} (see `python -m pydoc dasktune.demo`)"
+        )
+        if not args.scheduler:
+            _wait_for_enter(args.no_wait)
     return 0
+
+
+def _wait_for_enter(no_wait: bool) -> None:
+    """Keep the local cluster and its dashboard up until Enter or Ctrl-C; not at all with
+    ``--no-wait`` or when stdin is not a terminal (a script or CI: nobody can press Enter)."""
+    if no_wait:
+        return
+    if not sys.stdin.isatty():
+        print("Not waiting for Enter: stdin is not a terminal. Stopping the cluster (--no-wait skips this note).")
+        return
+    print("The cluster and its dashboard stay up: press Enter (or Ctrl-C) to stop them.", flush=True)
+    with contextlib.suppress(EOFError, KeyboardInterrupt):
+        input()
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in params.items())
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler ``--sampler name`` stands for, seeded with ``--seed``."""
+    return getattr(optuna.samplers, SAMPLERS[name])(seed=seed)
+
+
+def make_pruner(name: str | None) -> optuna.pruners.BasePruner | None:
+    """The Optuna pruner ``--pruner name`` stands for (``None``: Optuna's default)."""
+    return None if name is None else getattr(optuna.pruners, PRUNERS[name])()
 
 
 def run(args: argparse.Namespace) -> int:
     """Optimize a study with an objective from a file or module on the cluster."""
-    objective = load_objective(args.objective)
+    objective = load_objective(args.objective)  # before connecting: a bad one creates nothing
+    sampler, pruner = make_sampler(args.sampler, args.seed), make_pruner(args.pruner)
     with connect(args) as client:
         storage = open_storage(client, args)
         directions = args.direction or ["minimize"]
         study = optuna.create_study(
-            storage=storage, study_name=args.study, directions=directions, load_if_exists=True
+            storage=storage,
+            study_name=args.study,
+            directions=directions,
+            load_if_exists=True,
+            sampler=sampler,
+            pruner=pruner,
         )
         if args.direction and [d.name.lower() for d in study.directions] != directions:
             raise CommandError(
@@ -66,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{[d.name.lower() for d in study.directions]}, not {directions}; use another "
                 "--study name or drop --direction."
             )
+        url = study_url(client, storage.name, args.study)
+        if url is not None:
+            print(f"Study page: {url}", flush=True)
         result = dasktune.optimize(
             study,
             objective,
@@ -78,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         if args.detach:
             print(f"Started run {result.run_id} of study {args.study!r} on storage {storage.name!r}.")
             print(f"Follow it with: dasktune show {args.study} --scheduler {args.scheduler}")
+            print(f"Stop it with:   dasktune cancel {args.study} --scheduler {args.scheduler}")
             return 0
         print(f"Finished {len(result.trials)} trials of study {args.study!r}.")
         _print_best(study)
@@ -117,7 +194,7 @@ def show(args: argparse.Namespace) -> int:
         trials = study.get_trials(deepcopy=False)
         counts = Counter(t.state.name for t in trials)
         storage = dask_storage(study)
-        (runs,) = storage._call([["find_runs", [study._study_id], None]])
+        runs = storage.find_runs(compat.study_id(study))
         info = {
             "study": study.study_name,
             "storage": storage.name,
@@ -127,6 +204,7 @@ def show(args: argparse.Namespace) -> int:
             "user_attrs": study.user_attrs,
             "runs": runs,
             "latest_trials": [_trial_row(t) for t in trials[-args.limit :]],
+            "url": study_url(client, storage.name, study.study_name),
         }
     if args.json:
         print(json.dumps(info, indent=2, default=str))
@@ -134,8 +212,10 @@ def show(args: argparse.Namespace) -> int:
     print(f"Study {info['study']!r} (storage {info['storage']!r}, {', '.join(info['directions'])})")
     print("Trials: " + ", ".join(f"{n} {s}" for s, n in info["trials"].items() if n))
     print(f"Best: {info['best']}")
+    if info["url"] is not None:
+        print(f"Page: {info['url']}")
     for r in runs:
-        state = "done" if r["done"] else "running"
+        state = r["outcome"] if r["done"] else "running"
         print(
             f"Run {r['run_id']}: {state}, {r['finished']}/{r['n_trials'] or '∞'} finished, "
             f"{r['running']} running" + (f", stopped: {r['stopped']}" if r["stopped"] else "")
@@ -162,59 +242,49 @@ def best(args: argparse.Namespace) -> int:
     return 0
 
 
-def export(args: argparse.Namespace) -> int:
-    """Copy a study into another Optuna storage (e.g. SQLite for optuna-dashboard)."""
-    try:
-        target = open_backend(_export_url(args.to))
-    except (ValueError, TypeError, ImportError) as e:
-        raise CommandError(f"cannot open --to {args.to!r}: {e}") from None
+def cancel(args: argparse.Namespace) -> int:
+    """Cancel the live runs of a study."""
     with connect(args) as client:
         study = find_study(client, args)
-        name = args.as_name or study.study_name
-        try:
-            optuna.copy_study(
-                from_study_name=study.study_name,
-                from_storage=study._storage,
-                to_storage=target,
-                to_study_name=name,
-            )
-        except optuna.exceptions.DuplicatedStudyError:
-            raise CommandError(
-                f"{args.to} already has a study named {name!r}; choose another with --as."
-            ) from None
-        n = len(study.get_trials(deepcopy=False))
-    print(f"Exported {n} trials of study {args.study!r} to {args.to} as {name!r}.")
+        cancelled = _cancel_runs(study, "cancelled from the command line")
+    if not cancelled:
+        print(f"Study {args.study!r} has no live run.")
     return 0
 
 
 def delete(args: argparse.Namespace) -> int:
-    """Delete a study and all its trials."""
+    """Delete a study and all its trials, cancelling its live runs first."""
     with connect(args) as client:
         study = find_study(client, args)
         n = len(study.get_trials(deepcopy=False))
+        if not args.yes and not sys.stdin.isatty():
+            raise CommandError(
+                f"nobody can confirm deleting study {args.study!r} ({n} trials): stdin is not "
+                "a terminal. Pass --yes to delete it."
+            )
         if not args.yes:
             answer = input(f"Delete study {args.study!r} and its {n} trials? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("Nothing deleted.")
                 return 1
-        optuna.delete_study(study_name=args.study, storage=study._storage)
+        _cancel_runs(study, "its study is being deleted")
+        optuna.delete_study(study_name=args.study, storage=compat.study_storage(study))
     print(f"Deleted study {args.study!r} ({n} trials).")
     return 0
 
 
-def _export_url(to: str) -> str:
-    """A storage URL as DaskStorage takes them; a bare ``*.db`` or ``*.log`` path means a
-    SQLite file or a journal file."""
-    if "://" in to:
-        return to
-    path = Path(to).resolve()
-    if path.suffix == ".db":
-        return f"sqlite:///{path}"
-    if path.suffix == ".log":
-        return f"journal://{path}"
-    raise CommandError(
-        f"--to {to!r} is neither a storage URL nor a .db (SQLite) or .log (journal) file path."
-    )
+def _cancel_runs(study: optuna.Study, reason: str) -> list[str]:
+    """Cancel every live run of ``study``, saying so; the ids of those cancelled."""
+    storage = dask_storage(study)
+    live = [r for r in storage.find_runs(compat.study_id(study)) if not r["done"]]
+    for run in live:
+        status = storage.end_run(run["run_id"], "cancelled", reason)
+        # `finished` counts FAIL trials too: those the cancel ended are the difference.
+        print(
+            f"Cancelled run {run['run_id']} of study {study.study_name!r}: {run['finished']} "
+            f"trials had finished; {status['finished'] - run['finished']} running ones FAIL."
+        )
+    return [run["run_id"] for run in live]
 
 
 def _print_best(study: optuna.Study) -> None:
@@ -267,3 +337,15 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
     for r in cells:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": demo,
+    "run": run,
+    "studies": studies,
+    "show": show,
+    "best": best,
+    "export": export,
+    "cancel": cancel,
+    "delete": delete,
+}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from urllib.parse import quote
 
 from distributed import Client
 from distributed import LocalCluster
@@ -11,51 +12,11 @@ from distributed.security import Security
 import optuna
 
 from dasktune.storage import DaskStorage
-from dasktune.storage.plugin import METADATA_KEY
+from dasktune.storage.wire import METADATA_KEY
 
 
 class CommandError(Exception):
     """A failure the command reports in one line (no traceback) before exiting non-zero."""
-
-
-def add_scheduler_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--scheduler`` and the TLS options every cluster command takes."""
-    parser.add_argument(
-        "--scheduler",
-        required=required,
-        metavar="ADDRESS",
-        help="the Dask scheduler, e.g. tcp://10.0.0.5:8786 or tls://host:8786",
-    )
-    parser.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="seconds to wait for the scheduler before giving up (5)",
-    )
-    tls = parser.add_argument_group(
-        "TLS", "for a tls:// scheduler (or set them in Dask's distributed.comm.tls config)"
-    )
-    tls.add_argument("--tls-ca-file", metavar="PATH", help="CA certificate to trust")
-    tls.add_argument("--tls-cert", metavar="PATH", help="this client's certificate")
-    tls.add_argument("--tls-key", metavar="PATH", help="this client's private key")
-
-
-def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--storage`` / ``--storage-name``: which DaskStorage of the scheduler to use."""
-    parser.add_argument(
-        "--storage",
-        metavar="URL",
-        help="where the scheduler keeps the studies: sqlite:///path.db, postgresql://..., "
-        "redis://host:port/db or journal:///path.log, as the scheduler sees them "
-        "(default: the scheduler's memory)",
-    )
-    parser.add_argument(
-        "--storage-name",
-        metavar="NAME",
-        help="the DaskStorage name on the scheduler (default: derived from --storage, so "
-        "the same URL always means the same storage)",
-    )
 
 
 def connect(args: argparse.Namespace) -> Client:
@@ -82,6 +43,29 @@ def connect(args: argparse.Namespace) -> Client:
 def local_cluster(n_workers: int) -> LocalCluster:
     """The embedded cluster of commands run without ``--scheduler``."""
     return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True)
+
+
+def tuning_url(client: Client) -> str | None:
+    """The URL of the Tuning page on the scheduler's dashboard (``.../tuning``), as this
+    client reaches it; ``None`` when the scheduler serves no dashboard."""
+    try:
+        link = client.dashboard_link
+    except KeyError:  # the scheduler reports no dashboard service
+        return None
+    if not link:
+        return None
+    # Dask's link template ends in /status; a proxied one (JupyterHub) keeps its prefix.
+    base = link[: -len("/status")] if link.endswith("/status") else link.rstrip("/")
+    return f"{base}/tuning"
+
+
+def study_url(client: Client, storage: str, study: str) -> str | None:
+    """The stable URL of one study's page: ``/tuning/study/<storage>/<study>``, both names
+    percent-encoded (a study name may hold ``/``, spaces, anything)."""
+    tuning = tuning_url(client)
+    if tuning is None:
+        return None
+    return f"{tuning}/study/{quote(storage, safe='')}/{quote(study, safe='')}"
 
 
 def require_plugin(client: Client) -> None:

@@ -41,7 +41,13 @@ def load_objective(spec: str) -> Any:
     if not callable(objective):
         raise CommandError(f"{spec!r} is a {type(objective).__name__}, not a callable objective.")
     cloudpickle.register_pickle_by_value(module)
-    return ShippedObjective(objective)
+    try:
+        return ShippedObjective(objective)
+    except Exception as e:  # whatever pickling the objective's globals raised
+        raise CommandError(
+            f"objective {spec!r} cannot be sent to the workers: {type(e).__name__}: {e}. "
+            "Keep unpicklable objects (locks, open files, clients) out of what it refers to."
+        ) from None
 
 
 class ShippedObjective:

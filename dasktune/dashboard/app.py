@@ -1,30 +1,28 @@
 """The Bokeh app ``/individual-tuning``, which only a preloaded plugin can add.
 
 Bokeh apps must be in ``distributed.dashboard.scheduler.applications`` before the dashboard
-starts, which a ``--preload`` module is when imported; paths starting ``/individual-`` are then listed in
-``/individual-plots.json`` (so the Dask JupyterLab extension offers them) and in the
-dashboard's "More..." menu. The app is a live table of the studies, linking to the Tornado
-pages (``/tuning/...``), which both install paths have.
+starts, which a ``--preload`` module is when imported; paths starting ``/individual-`` are
+then listed in ``/individual-plots.json`` (so the Dask JupyterLab extension offers them). The
+app is the ``/tuning`` page's table of studies, in the same frame (the dashboard's navigation
+bar); the "More..." menu opens ``/tuning`` itself (see :class:`~.plugin.TuningPlugin`).
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from bokeh.document import Document
-from bokeh.models.sources import ColumnDataSource
-from bokeh.models.widgets import DataTable
-from bokeh.models.widgets import Div
-from bokeh.models.widgets import HTMLTemplateFormatter
-from bokeh.models.widgets import TableColumn
 from bokeh.layouts import column
+from bokeh.models.widgets import Div
 from distributed import Scheduler
+import jinja2
 
+from dasktune import compat
+from dasktune.dashboard.index_doc import studies_columns
+from dasktune.dashboard.index_doc import studies_table
 from dasktune.dashboard.page import POLL_MS
 
 PATH = "/individual-tuning"
-_COLUMNS = ["study", "storage", "direction", "RUNNING", "COMPLETE", "PRUNED", "FAIL", "best", "link"]
 
 
 def register() -> None:
@@ -36,35 +34,22 @@ def register() -> None:
 
 def tuning_doc(scheduler: Scheduler, extra: dict[str, Any], doc: Document) -> None:
     """The ``/individual-tuning`` document (the signature distributed's apps have)."""
-    from dasktune.storage.plugin import PLUGIN_NAME  # the plugin imports this module
-    from dasktune.storage.plugin import StoragePlugin
+    from dasktune.dashboard.plugin import TuningPlugin
 
-    source = ColumnDataSource({c: [] for c in _COLUMNS})
-    link = HTMLTemplateFormatter(template='<a href="<%= value %>" target="_blank">open</a>')
-    table = DataTable(
-        source=source,
-        columns=[TableColumn(field=c, title=c, formatter=link) if c == "link"
-                 else TableColumn(field=c, title=c) for c in _COLUMNS],
-        sizing_mode="stretch_both",
-        index_position=None,
-    )
+    table = studies_table()
+    source = table.source  # type: ignore[attr-defined]
 
     def update() -> None:
-        plugin = scheduler.plugins.get(PLUGIN_NAME)
-        views = plugin.dashboard.refresh() if isinstance(plugin, StoragePlugin) else []
-        rows: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
-        for view in views:
-            summary = view.summary()
-            rows["study"].append(view.name)
-            rows["storage"].append(view.storage)
-            rows["direction"].append(", ".join(view.directions))
-            for state in ("RUNNING", "COMPLETE", "PRUNED", "FAIL"):
-                rows[state].append(summary["trials"][state])
-            rows["best"].append("" if summary["best"] is None else f"{summary['best']['value']:.6g}")
-            rows["link"].append(f"tuning/study/{quote(view.storage, safe='')}/{quote(view.name, safe='')}")
-        source.data = rows
+        plugin = scheduler.plugins.get(TuningPlugin.name)
+        views = plugin.state.refresh() if isinstance(plugin, TuningPlugin) else []
+        source.data = studies_columns(views)
 
     update()
     doc.add_periodic_callback(update, POLL_MS)
     doc.title = "Dask: Tuning"
-    doc.add_root(column(Div(text='<a href="tuning">Tuning pages</a>'), table, sizing_mode="stretch_both"))
+    doc.add_root(column(Div(text="<h1>Tuning</h1>"), table, sizing_mode="stretch_width"))
+    # The frame distributed's own Bokeh pages have (the same environment: no autoescape,
+    # Bokeh's parts are HTML).
+    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(compat.dashboard_templates()))
+    doc.template = templates.get_template("simple.html")
+    doc.template_variables.update(extra)

@@ -17,21 +17,22 @@ import math
 import time
 from typing import Any
 
+from optuna.distributions import BaseDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 from dasktune.storage import wire
 from dasktune.storage.host import StorageHost
-from dasktune.storage.runs import FAIL_REASON
-from dasktune.storage.runs import WORKER
+from dasktune.storage.replica import better
+from dasktune.storage.wire import FAIL_REASON
 
 STATES = [state.name for state in TrialState]
 #: Window over which "trials per minute" is measured.
 _RATE_SECONDS = 60.0
 
 
-def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+def trial_row(trial: FrozenTrial, worker: str | None = None) -> dict[str, Any]:
     """A trial as the page and the JSON endpoint show it (times in ms since the epoch)."""
 
     def ms(moment: Any) -> float | None:
@@ -41,12 +42,11 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "number": trial.number,
         "state": trial.state.name,
         "values": trial.values,
-        "params": {k: v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
-                   for k, v in trial.params.items()},
+        "params": {k: v if _plain(v) else str(v) for k, v in trial.params.items()},
         "intermediate": [[step, value] for step, value in sorted(trial.intermediate_values.items())],
         "start": ms(trial.datetime_start),
         "complete": ms(trial.datetime_complete),
-        "worker": trial.system_attrs.get(WORKER),
+        "worker": worker,
         "fail_reason": trial.system_attrs.get(FAIL_REASON),
         "user_attrs": {k: v for k, v in trial.user_attrs.items() if _plain(v)},
     }
@@ -71,6 +71,10 @@ class StudyView:
         self.best: dict[str, Any] | None = None  # single objective: the best row
         self.started: float | None = None
         self.updated: float | None = None
+        #: Each parameter's distribution, as the first trial that had it set it: what
+        #: decides its axis (log, categories in their order).
+        self.distributions: dict[str, BaseDistribution] = {}
+        self.running: set[int] = set()  # numbers of the RUNNING trials
         self._completions: deque[float] = deque()
 
     def refresh(self) -> bool:
@@ -78,10 +82,14 @@ class StudyView:
         deltas, missing = self.host.deltas({self.study_id: self.cursor}, [self.study_id])
         if missing:
             return False
-        for _, cursor, trials, _meta in deltas:
-            self.cursor = cursor
-            for data in trials:
-                self._update(trial_row(wire.decode_trial(wire.unpack_trial(data))))
+        for delta in deltas:
+            self.cursor = delta["cursor"]
+            for packed in delta["trials"]:
+                data = wire.unpack_trial(packed)
+                trial = wire.decode_trial(data)
+                for name, distribution in trial.distributions.items():
+                    self.distributions.setdefault(name, distribution)
+                self._update(trial_row(trial, data["worker"]))
         return True
 
     def _update(self, row: dict[str, Any]) -> None:
@@ -90,6 +98,10 @@ class StudyView:
             self.counts[old["state"]] -= 1
         self.counts[row["state"]] += 1
         self.rows[row["number"]] = row
+        if row["state"] == "RUNNING":
+            self.running.add(row["number"])
+        else:
+            self.running.discard(row["number"])
         self.log.append(row["number"])
         moment = row["complete"] or row["start"]
         if moment is not None and (self.updated is None or moment > self.updated):
@@ -103,12 +115,10 @@ class StudyView:
 
     def _better(self, row: dict[str, Any]) -> bool:
         value = row["values"][0]
-        if value is None or math.isnan(value):
-            return False
         if self.best is None:
-            return True
-        best = self.best["values"][0]
-        return value < best if self.directions[0] == "minimize" else value > best
+            return not math.isnan(value)
+        best = self.best
+        return better(value, row["number"], best["values"][0], best["number"], self.directions[0] == "maximize")
 
     def since(self, cursor: int) -> tuple[list[dict[str, Any]], int]:
         """Rows changed since ``cursor`` (a position in this view's log), latest form once."""
@@ -149,7 +159,7 @@ class TuningState:
         """All current studies, each brought up to date."""
         current = []
         for storage, host in list(self.hosts.items()):
-            for meta in host.get_all_studies():
+            for meta in host.store.get_all_studies():
                 key = (storage, meta["id"])
                 view = self.views.get(key)
                 if view is None or view.host is not host:  # new, or its storage was reopened
@@ -166,11 +176,11 @@ class TuningState:
         host = self.hosts.get(storage)
         if host is None:
             raise KeyError(f"No DaskStorage named {storage!r} on this scheduler.")
-        study_id = host.get_study_id_from_name(name)
+        study_id = host.store.get_study_id_from_name(name)
         key = (storage, study_id)
         view = self.views.get(key)
         if view is None or view.host is not host:
-            meta = next(m for m in host.get_all_studies() if m["id"] == study_id)
+            meta = next(m for m in host.store.get_all_studies() if m["id"] == study_id)
             view = self.views[key] = StudyView(storage, host, meta)
         if not view.refresh():
             raise KeyError(f"Study {name!r} was deleted.")

@@ -1,8 +1,10 @@
 """DaskStorage: an Optuna storage held by the Dask scheduler.
 
 ``plugin`` is the scheduler half, ``proxy`` the client/worker half, ``wire`` what travels
-between them, ``host`` and ``replica`` the two sides' state, ``backends`` what the
-scheduler keeps studies in.
+between them; on the scheduler, ``host`` serves one named storage, composing ``store``
+(the Optuna storage and its mirror) and ``runs`` (``dasktune.optimize``'s runs); in every
+other process ``replica`` is the local copy; ``backends`` names what the scheduler keeps
+studies in.
 """
 
 from dasktune.storage.plugin import StoragePlugin

@@ -4,10 +4,10 @@ Routes it adds to ``scheduler.handlers`` (all plain data, see :mod:`dasktune.sto
 
 ``dasktune_storage_open(name, url, contents)``
     Create the storage ``name`` backed by ``url`` unless it exists; returns its epoch.
-``dasktune_storage_call(name, ops, cursors, want, epoch)``
+``dasktune_storage_call(name, ops, cursors, want, epoch, worker)``
     Apply write/read operations in order, then answer, for every study the operations
     touched or the caller wants, what changed since the caller's cursor.
-``dasktune_storage_watch(name, run_id, since, cursors, epoch, timeout)``
+``dasktune_storage_watch(name, run_id, since, cursors, epoch, timeout, linger)``
     Wait (at most ``timeout`` seconds) until a trial of the ``optimize`` run ``run_id``
     finishes or the run ends, then answer as ``call`` does for ``run_status``.
 ``dasktune_storage_dump(name)``
@@ -15,11 +15,25 @@ Routes it adds to ``scheduler.handlers`` (all plain data, see :mod:`dasktune.sto
 ``dasktune_storage_names()``
     The names of the storages on this scheduler.
 
-State and memory: the plugin owns one :class:`~dasktune.storage.host.StorageHost` per name
-for the life of the scheduler; a host holds its backend and a wire mirror of it. In-memory
-backends are served on the event loop (microseconds per operation); every other backend
-runs on a thread of its own, one operation at a time, so disk or database I/O never blocks
-the scheduler.
+Cluster events reach the storages through the plugin hooks: ``remove_worker`` fails the
+trials the worker was running (and retries those of runs), ``remove_client`` orphans the
+runs that client drove, ``transition`` tells a run that Dask released one of its runner
+tasks. None of them polls; each costs a dictionary lookup when it concerns no storage.
+
+State and cleanup: the plugin owns one :class:`~dasktune.storage.host.StorageHost` per name
+for the life of the scheduler (a storage *is* its data); a host keeps its backend and a
+mirror of it, per study a change log, per trial its wire form and which worker ran it — all
+dropped at once when the study is deleted. Runs are kept while live and for a bounded time
+after they end (see :mod:`dasktune.storage.runs`); heartbeats while their trial runs;
+request ids of applied writes for a few minutes. A sweep every second fails trials whose
+heartbeat stopped a minute past their grace period (Dask config
+``distributed.dasktune.stale-trial-margin``) and drops what has expired. In-memory backends are served on the event
+loop (microseconds per operation); every other backend runs on a thread of its own, one
+call at a time, so disk or database I/O never blocks the scheduler.
+
+Other packages extend the scheduler side through the ``dasktune.scheduler`` entry point
+group: each entry is a ``SchedulerPlugin`` class, added when this plugin starts (the Tuning
+page of :mod:`dasktune.dashboard` is one). The storage does not import them.
 
 Install it from a client (``DaskStorage`` does that when it is missing) or once by the
 cluster's operator with ``dask scheduler --preload dasktune``.
@@ -28,20 +42,21 @@ cluster's operator with ``dask scheduler --preload dasktune``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Awaitable
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+import contextlib
+import functools
+from importlib.metadata import entry_points
 import logging
 from typing import Any
 from typing import TypeVar
 
+import dask.config
+from dask.utils import parse_timedelta
 from distributed import Scheduler
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from dasktune.dashboard import app
-from dasktune.dashboard import handlers
-from dasktune.dashboard import metrics
-from dasktune.dashboard.state import TuningState
 from dasktune.storage import backends
 from dasktune.storage import wire
 from dasktune.storage.host import StorageHost
@@ -49,17 +64,36 @@ from dasktune.storage.host import StorageHost
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PLUGIN_NAME = "dasktune-storage"
-#: How often the scheduler looks for RUNNING trials whose heartbeats stopped.
+#: How often the scheduler fails RUNNING trials whose heartbeats stopped and drops what expired.
 _SWEEP_SECONDS = 1.0
-#: Scheduler metadata key set while the plugin runs, so a client can tell it is there.
-METADATA_KEY = "dasktune-storage-plugin"
+#: Dask config key: how long past a trial's grace period the scheduler's own sweep fails it
+#: (clients' ``fail_stale_trials``, which runs the stale-trial callback, comes first).
+STALE_MARGIN = "distributed.dasktune.stale-trial-margin"
+#: Entry point group of scheduler plugins installed with this one.
+EXTENSIONS = "dasktune.scheduler"
+#: Task states in which a runner's task no longer runs for anyone.
+_RELEASED = ("released", "forgotten", "erred")
+
+
+def _handler(fn: Callable[..., Awaitable[dict[str, Any]]]) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """Log what a handler did not expect on the scheduler (its caller gets the error
+    envelope), as distributed's ``@log_errors`` does for its own handlers."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as e:
+            logger.exception("dasktune: %s failed", fn.__name__)
+            return {"error": wire.encode_error(e)}
+
+    return wrapper
 
 
 class StoragePlugin(SchedulerPlugin):
     """Hosts every ``DaskStorage`` of the cluster on the scheduler."""
 
-    name = PLUGIN_NAME
+    name = wire.PLUGIN_NAME
 
     def __init__(self) -> None:
         self.scheduler: Scheduler | None = None
@@ -69,11 +103,11 @@ class StoragePlugin(SchedulerPlugin):
         #: Set (and replaced) whenever a storage's state changes, to wake its watchers.
         self._changed: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task | None = None
-        #: What the Tuning page and /metrics show; it only reads the hosts.
-        self.dashboard = TuningState(self.hosts)
+        self._background: set[asyncio.Task] = set()
 
     async def start(self, scheduler: Scheduler) -> None:
-        """Register the ``dasktune_storage_*`` handlers on ``scheduler``."""
+        """Register the ``dasktune_storage_*`` handlers on ``scheduler``, then the plugins
+        of the ``dasktune.scheduler`` entry point group."""
         self.scheduler = scheduler
         scheduler.handlers.update(
             {
@@ -84,24 +118,14 @@ class StoragePlugin(SchedulerPlugin):
                 "dasktune_storage_names": self.names,
             }
         )
-        scheduler.set_metadata(keys=[METADATA_KEY], value=True)
-        self._sweeper = asyncio.create_task(self._sweep_stale_trials())
-        if getattr(scheduler, "http_application", None) is not None:  # None: no dashboard
-            scheduler.http_application.add_handlers(r".*", handlers.routes(scheduler, self.dashboard))
-        metrics.track(self.dashboard)
-
-    async def _sweep_stale_trials(self) -> None:
-        while True:
-            await asyncio.sleep(_SWEEP_SECONDS)
-            for name, host in list(self.hosts.items()):
-                try:
-                    failed = await self._run(name, host.fail_stale_trials)
-                except Exception:  # a backend outage must not end the sweep
-                    logger.exception("DaskStorage %r: failing stale trials failed", name)
-                    continue
-                if failed:
-                    logger.warning("DaskStorage %r: trials %s had no heartbeat; FAIL", name, failed)
-                    self._notify(name)
+        scheduler.set_metadata(keys=[wire.METADATA_KEY], value=True)
+        self._sweeper = asyncio.create_task(self._sweep())
+        for entry in entry_points(group=EXTENSIONS):
+            try:
+                plugin = entry.load()()
+                await scheduler.register_scheduler_plugin(plugin, name=entry.name, idempotent=True)
+            except Exception:  # an extension must not take the storage down with it
+                logger.exception("dasktune: could not start the scheduler extension %s", entry.value)
 
     async def close(self) -> None:
         """Release backends' threads and connections."""
@@ -112,13 +136,34 @@ class StoragePlugin(SchedulerPlugin):
         for host in self.hosts.values():
             host.backend.remove_session()
 
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_SECONDS)
+            margin = parse_timedelta(dask.config.get(STALE_MARGIN, "60s"), "seconds")
+            for name, host in list(self.hosts.items()):
+                try:
+                    failed = await self._on_backend_thread(name, host.fail_stale_trials, margin)
+                    host.expire()
+                except Exception:  # a backend outage must not end the sweep
+                    logger.exception("DaskStorage %r: the periodic sweep failed", name)
+                    continue
+                if failed:
+                    logger.warning("DaskStorage %r: trials %s had no heartbeat; FAIL", name, failed)
+                self._notify(name)  # a deadline may have passed: watchers look again
+
+    # -- cluster events ------------------------------------------------------------------
+
     async def remove_worker(
         self, scheduler: Scheduler, worker: str, *, stimulus_id: str, **kwargs: Any
     ) -> None:
         """A worker left (crash, lost network, scale-down): its RUNNING trials become FAIL,
         and those of ``dasktune.optimize`` runs are retried."""
         for name, host in list(self.hosts.items()):
-            failed = await self._run(name, host.fail_worker_trials, worker)
+            try:
+                failed = await self._on_backend_thread(name, host.worker_removed, worker)
+            except Exception:  # one storage's outage must not spare the others' trials
+                logger.exception("DaskStorage %r: failing the trials of %s failed", name, worker)
+                continue
             if failed:
                 logger.warning(
                     "DaskStorage %r: worker %s left with trials %s running; marked FAIL",
@@ -128,8 +173,28 @@ class StoragePlugin(SchedulerPlugin):
                 )
                 self._notify(name)
 
-    # -- handlers --------------------------------------------------------------------
+    def remove_client(self, scheduler: Scheduler, client: str) -> None:
+        """A client left: the runs it drove (attached ``optimize`` calls) are orphaned."""
+        for name, host in list(self.hosts.items()):
+            if host.runs.client_removed(client):
+                self._in_background(self._orphan(name, host, client))
 
+    async def _orphan(self, name: str, host: StorageHost, client: str) -> None:
+        orphaned = await self._on_backend_thread(name, host.client_removed, client)
+        logger.warning("DaskStorage %r: client %s left; runs %s orphaned", name, client, orphaned)
+        self._notify(name)
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        """A runner's task that Dask released (cancelled, its client gone) must stop
+        claiming trials. Called for every task: a string prefix test for all others."""
+        if finish in _RELEASED and isinstance(key, str) and key.startswith("dasktune-"):
+            for name, host in list(self.hosts.items()):
+                if host.runner_released(key):
+                    self._notify(name)
+
+    # -- handlers --------------------------------------------------------------------------
+
+    @_handler
     async def open(
         self, name: str, url: str | None = None, contents: list[Any] | None = None
     ) -> dict[str, Any]:
@@ -138,12 +203,14 @@ class StoragePlugin(SchedulerPlugin):
             host = await self._open(name, url, contents)
         except Exception as e:
             return {"error": wire.encode_error(e)}
-        return {"epoch": host.epoch, "url": host.url, "created": created}
+        reply: wire.OpenReply = {"error": None, "epoch": host.epoch, "url": host.url, "created": created}
+        return dict(reply)
 
+    @_handler
     async def call(
         self,
         name: str,
-        ops: list[list[Any]],
+        ops: list[wire.Op],
         cursors: list[list[int]],
         want: list[int],
         epoch: str | None,
@@ -152,11 +219,13 @@ class StoragePlugin(SchedulerPlugin):
         host = self.hosts.get(name)
         if host is None:
             return _no_storage(name)
-        results, error = await self._run(name, host.execute, ops, worker) if ops else ([], None)
-        if ops:
-            self._notify(name)
+        if not ops:
+            return self._reply(host, ops, [], None, cursors, want, epoch)
+        results, error = await self._on_backend_thread(name, host.execute, ops, worker)
+        self._notify(name)
         return self._reply(host, ops, results, error, cursors, want, epoch)
 
+    @_handler
     async def watch(
         self,
         name: str,
@@ -165,30 +234,48 @@ class StoragePlugin(SchedulerPlugin):
         cursors: list[list[int]],
         epoch: str | None,
         timeout: float,
+        linger: float = 0.0,
     ) -> dict[str, Any]:
         host = self.hosts.get(name)
         if host is None:
             return _no_storage(name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        op = ["run_status", [run_id, since], None]
+        # A watcher that asks for it waits ``linger`` s from its call for more trials to
+        # finish before it is answered: under cheap trials it gets them in batches, not one
+        # request (scheduler and driver CPU) per trial.
+        batched = loop.time() + min(linger, timeout)
+        op: wire.Op = ["run_status", [run_id, since], None]
         while True:
             # Read directly, not through execute(): that may be running on the backend's
             # thread right now, and a read needs no backend.
             try:
-                results, error = [host.run_status(run_id, since)], None
+                status, finished = host.run_status(run_id, since)
+                results, error = [[status, finished]], None
             except KeyError as e:
-                results, error = [], [0, *wire.encode_error(e)]
-            if error is not None or results[0][1] or results[0][0]["done"]:
+                results, error = [], wire.encode_error(e, 0)
+            if error is not None or status["done"] or (finished and loop.time() >= batched):
                 break
-            remaining = deadline - loop.time()
+            remaining = (batched if finished else deadline) - loop.time()
             if remaining <= 0:
                 break
             with contextlib.suppress(asyncio.TimeoutError):
                 changed = self._changed.setdefault(name, asyncio.Event())
                 await asyncio.wait_for(changed.wait(), remaining)
-        want = [] if error is not None else [results[0][0]["study_id"]]
+        want = [] if error is not None else [status["study_id"]]
         return self._reply(host, [op], results, error, cursors, want, epoch)
+
+    @_handler
+    async def dump(self, name: str) -> dict[str, Any]:
+        host = self.hosts.get(name)
+        if host is None:
+            return _no_storage(name)
+        return {"error": None, "studies": host.dump()}
+
+    def names(self) -> list[str]:
+        return sorted(self.hosts)
+
+    # -- helpers -------------------------------------------------------------------------
 
     def _notify(self, name: str) -> None:
         changed = self._changed.pop(name, None)
@@ -198,9 +285,9 @@ class StoragePlugin(SchedulerPlugin):
     @staticmethod
     def _reply(
         host: StorageHost,
-        ops: list[list[Any]],
+        ops: list[wire.Op],
         results: list[Any],
-        error: list[Any] | None,
+        error: wire.ErrorInfo | None,
         cursors: list[list[int]],
         want: list[int],
         epoch: str | None,
@@ -209,24 +296,14 @@ class StoragePlugin(SchedulerPlugin):
         # Cursors from another epoch (a scheduler restart) mean nothing here: start over.
         known = {study: cursor for study, cursor in cursors} if epoch == host.epoch else {}
         deltas, missing = host.deltas(known, touched.union(want))
-        return {
+        reply: wire.Reply = {
             "results": results,
             "error": error,
             "epoch": host.epoch,
             "deltas": deltas,
             "missing": missing,
         }
-
-    async def dump(self, name: str) -> dict[str, Any]:
-        host = self.hosts.get(name)
-        if host is None:
-            return _no_storage(name)
-        return {"studies": host.dump()}
-
-    def names(self) -> list[str]:
-        return sorted(self.hosts)
-
-    # -- helpers ---------------------------------------------------------------------
+        return dict(reply)
 
     async def _open(
         self, name: str, url: str | None, contents: list[Any] | None
@@ -244,7 +321,7 @@ class StoragePlugin(SchedulerPlugin):
             if url is not None:  # anything but memory does I/O: keep it off the loop
                 self._executors[name] = ThreadPoolExecutor(1, f"dasktune-storage-{name}")
             try:
-                host = await self._run(name, _build_host, url, contents)
+                host = await self._on_backend_thread(name, _build_host, url, contents)
             except Exception:
                 executor = self._executors.pop(name, None)
                 if executor is not None:
@@ -254,15 +331,22 @@ class StoragePlugin(SchedulerPlugin):
             logger.info("Opened DaskStorage %r backed by %s", name, url or "memory")
             return host
 
-    async def _run(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+    async def _on_backend_thread(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` where the storage ``name`` does its I/O: its own thread for a database
+        or file backend, one call at a time; the event loop for memory."""
         executor = self._executors.get(name)
         if executor is None:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
+    def _in_background(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
+
 
 def _build_host(url: str | None, contents: list[Any] | None) -> StorageHost:
-    backend = backends.open_backend(url)
+    backend = backends.open_on_scheduler(url)
     if contents:
         wire.load_storage(contents, backend)
     return StorageHost(backend, url)
@@ -279,10 +363,4 @@ def _no_storage(name: str) -> dict[str, Any]:
 def dask_setup(scheduler: Scheduler) -> None:
     """Preload hook: ``dask scheduler --preload dasktune`` installs the plugin at start."""
     if isinstance(scheduler, Scheduler):
-        scheduler.add_plugin(StoragePlugin(), name=PLUGIN_NAME, idempotent=True)
-
-
-# A scheduler imports its preload modules before it starts its dashboard, and calls their
-# dask_setup after: the Bokeh app must be added on import. A LocalCluster started in a
-# process that imported dasktune gets it too.
-app.register()
+        scheduler.add_plugin(StoragePlugin(), name=wire.PLUGIN_NAME, idempotent=True)

@@ -11,13 +11,17 @@ results and the deltas that bring the replica up to date.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import collections
+from collections.abc import Coroutine
 from collections.abc import Sequence
+import concurrent.futures
 import itertools
 import sys
 import threading
 from typing import Any
+from typing import Literal
 from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import dask
 from dask.utils import parse_timedelta
@@ -25,11 +29,9 @@ from distributed import get_worker
 from distributed.protocol.pickle import dumps
 from distributed.utils import sync
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 
 from dasktune.storage import wire
-from dasktune.storage.plugin import METADATA_KEY
-from dasktune.storage.plugin import PLUGIN_NAME
-from dasktune.storage.plugin import StoragePlugin
 from dasktune.storage.replica import Replica
 from dasktune.storage.writes import Flusher
 from dasktune.storage.writes import PendingWrites
@@ -37,12 +39,16 @@ from dasktune.storage.writes import PendingWrites
 if TYPE_CHECKING:
     from distributed import Client
 
+T = TypeVar("T")
 _logger = optuna.logging.get_logger("optuna.dasktune")
 #: A request is tried twice: a dropped connection is retried once.
 _ATTEMPTS = 2
 #: A retry must not wait out the connect timeout on a scheduler that is gone.
 _RETRY_SECONDS = 5.0
-Op = list[Any]
+Op = wire.Op
+#: What a runner's deferred writes may meet when its trial was failed (an aborted run, a
+#: worker presumed dead) or deleted with its study meanwhile: nothing left to write to.
+GONE = (UpdateFinishedTrialError, KeyError)
 
 
 class SchedulerProtocol:
@@ -53,9 +59,15 @@ class SchedulerProtocol:
     _lock: threading.RLock
     _thread: threading.local
     _flusher: Flusher
+    _owned: set[int]
+    #: Trial id -> how many of its writes this process made and the scheduler has not yet
+    #: acknowledged: the replica keeps such a trial's local form (see Replica.apply).
+    _unacked: collections.Counter[int]
     _request_prefix: str
     _request_numbers: itertools.count[int]
-    _opened_with: tuple[str | None, None] | None
+    #: The URL this object created the storage with (to re-open it on a new scheduler);
+    #: False: it did not create it.
+    _opened_with: str | None | Literal[False]
 
     if TYPE_CHECKING:  # provided by DaskStorage
 
@@ -70,44 +82,100 @@ class SchedulerProtocol:
         self,
         ops: list[Op],
         want: Sequence[int] = (),
-        handler: str = "dasktune_storage_call",
+        *,
         writes: PendingWrites | None = None,
-        **kwargs: Any,
+        tolerate: tuple[type[Exception], ...] = (),
     ) -> list[Any]:
         """Send this thread's pending writes (or ``writes``) and ``ops`` in one request;
         return the results of ``ops``. The reply refreshes the replica of every study they
-        touched and of ``want``; a study in ``want`` that does not exist raises
-        ``KeyError``."""
-        if handler != "dasktune_storage_call":
-            return self._request(handler, [], kwargs, want)
+        touched and of ``want``; a study in ``want`` that does not exist raises ``KeyError``.
+
+        ``tolerate``: error types a pending write may meet because its trial was finished
+        or deleted elsewhere meanwhile (a runner's trial failed by an aborted run); such a
+        write and the later ones of its trial are dropped, the rest is sent again. A
+        runner's thread tolerates :data:`GONE` always.
+        """
+        if not tolerate and getattr(self._thread, "runner", False):
+            tolerate = GONE
         writes = writes or self._pending()
         with writes.lock:  # this thread's earlier writes go first, whoever sends them
-            if writes.error is not None:
-                error, writes.error = writes.error, None
-                raise error
-            pending = writes.take()
-            kwargs.update(ops=pending + ops, want=list(want), worker=_worker_address())
-            return self._request(handler, pending, kwargs, want)
+            pending = self._take(writes, tolerate)
+            return self._sync(self._exchange(pending, ops, want, tolerate))
 
-    def _request(
-        self, handler: str, pending: list[Op], kwargs: dict[str, Any], want: Sequence[int]
-    ) -> list[Any]:
-        with self._lock:
-            cursors, epoch = self._replica.cursors(), self._replica.epoch
-        reply = self._run(
-            self._ask_scheduler, handler, name=self.name, cursors=cursors, epoch=epoch, **kwargs
+    def _call_soon(
+        self, ops: list[Op], tolerate: tuple[type[Exception], ...] = ()
+    ) -> concurrent.futures.Future[list[Any]]:
+        """As :meth:`_call`, without waiting for the reply: a runner asks for its next
+        trials while its objective runs. This thread's writes made until now go with it."""
+        writes = self._pending()
+        with writes.lock:
+            pending = self._take(writes, tolerate)
+        loop = self.client.loop
+        assert loop is not None, "a running client has a loop"
+        return asyncio.run_coroutine_threadsafe(
+            self._exchange(pending, ops, (), tolerate), loop.asyncio_loop  # type: ignore[attr-defined]
         )
-        with self._lock:
-            if reply["epoch"] != self._replica.epoch:
-                self._replica.reset(reply["epoch"])
-            for delta in reply["deltas"]:
-                self._replica.apply(delta)
-            for study_id in reply["missing"]:
-                self._replica.drop(study_id)
-        if reply["error"] is not None:
-            index, *error = reply["error"]
+
+    def _watch(self, run_id: str, since: int, timeout: float, linger: float) -> list[Any]:
+        """Wait up to ``timeout`` s for a trial of ``run_id`` to finish or the run to end
+        (and, once one has, until ``linger`` s after the call, for more);
+        ``[status, ids of trials finished after the first since]``, replica refreshed."""
+
+        async def watch() -> list[Any]:
+            reply = await self._ask(
+                "dasktune_storage_watch", run_id=run_id, since=since, timeout=timeout, linger=linger
+            )
+            return self._apply(reply, [], ())[0]
+
+        return self._sync(watch())
+
+    @staticmethod
+    def _take(writes: PendingWrites, tolerate: tuple[type[Exception], ...]) -> list[Op]:
+        """``writes``' ops, now the caller's to send, after raising what the flusher met
+        sending earlier ones (lock held by the caller)."""
+        if writes.error is not None:
+            error, writes.error = writes.error, None
+            if not isinstance(error, tolerate):
+                raise error
+        return writes.take()
+
+    async def _exchange(
+        self,
+        pending: list[Op],
+        ops: list[Op],
+        want: Sequence[int],
+        tolerate: tuple[type[Exception], ...],
+    ) -> list[Any]:
+        while True:
+            try:
+                reply = await self._ask(
+                    "dasktune_storage_call",
+                    ops=pending + ops,
+                    want=list(want),
+                    worker=_worker_address(),
+                )
+            finally:
+                self._acknowledge(pending)  # applied, refused, or lost: none is ahead any more
+            error = reply["error"]
+            failed = error["op"] if error is not None else None
+            if failed is None or failed >= len(pending):
+                return self._apply(reply, pending, want)[len(pending) :]
+            exc = wire.decode_error(error)  # type: ignore[arg-type]
+            if not isinstance(exc, tolerate):
+                return self._apply(reply, pending, want)  # raises
+            self._merge(reply)  # the deltas show the trial as it now is
+            trial_id = pending[failed][1][0]
+            pending = [op for op in pending[failed + 1 :] if op[1][0] != trial_id]
+            _logger.debug(f"Dropped writes to trial {trial_id}, finished elsewhere: {exc}")
+
+    def _apply(self, reply: dict[str, Any], pending: list[Op], want: Sequence[int]) -> list[Any]:
+        """Bring the replica up to date from ``reply``; its results, or its error raised."""
+        self._merge(reply)
+        error = reply["error"]
+        if error is not None:
             exc = wire.decode_error(error)
-            if index < len(pending) and sys.version_info >= (3, 11):  # notes are 3.11+
+            index = error["op"]
+            if index is not None and index < len(pending) and sys.version_info >= (3, 11):
                 exc.add_note(
                     f"Raised by the scheduler for an earlier write of this thread "
                     f"({pending[index][0]} on trial {pending[index][1][0]}), sent with this "
@@ -117,26 +185,42 @@ class SchedulerProtocol:
         for study_id in want:
             if study_id in reply["missing"]:
                 raise KeyError(f"No study with study_id {study_id} exists.")
-        return reply["results"][len(pending) :]
+        return reply["results"]
+
+    def _merge(self, reply: dict[str, Any]) -> None:
+        """Bring the replica up to date from ``reply``'s deltas."""
+        with self._lock:
+            if reply["epoch"] != self._replica.epoch:
+                self._replica.reset(reply["epoch"])
+            for delta in reply["deltas"]:
+                self._replica.apply(delta, keep=self._unacked)
+            for study_id in reply["missing"]:
+                self._replica.drop(study_id)
+
+    def _acknowledge(self, sent: list[Op]) -> None:
+        """The scheduler answered a request that carried ``sent`` (trial writes)."""
+        if sent:
+            with self._lock:
+                for _, args, _ in sent:
+                    self._unacked[args[0]] -= 1
+                    if self._unacked[args[0]] <= 0:
+                        del self._unacked[args[0]]
+
+    async def _ask(self, handler: str, **kwargs: Any) -> dict[str, Any]:
+        """One request with this process's cursors, as :meth:`_ask_scheduler` sends it."""
+        with self._lock:
+            cursors, epoch = self._replica.cursors(), self._replica.epoch
+        return await self._ask_scheduler(
+            handler, name=self.name, cursors=cursors, epoch=epoch, **kwargs
+        )
 
     async def _ask_scheduler(self, handler: str, **kwargs: Any) -> dict[str, Any]:
         """One request to the scheduler, retried once if its connection drops (writes
         carry request ids, so a retry cannot apply one twice). A scheduler that restarted
         without this storage gets it re-opened, when this object created it."""
+        client = self.client
+        await _connected(client)
         for attempt in range(_ATTEMPTS):
-            client = self.client
-            # As long as Dask itself gives a connection: a fresh worker on a busy machine
-            # can take seconds to make its first one.
-            deadline = asyncio.get_running_loop().time() + parse_timedelta(
-                dask.config.get("distributed.comm.timeouts.connect"), default="seconds"
-            )
-            while client.status in ("newly-created", "connecting") and not client._scheduler_identity:
-                # A worker's client made while a task was unpickled on the worker's event
-                # loop is asynchronous and may still be making its first connection: wait
-                # for it. (A reconnection keeps the scheduler's identity: that is an error.)
-                if asyncio.get_running_loop().time() > deadline:
-                    break
-                await asyncio.sleep(0.01)
             if client.status != "running":
                 raise ConnectionError(
                     f"The Dask scheduler is unreachable (client {client.status}); DaskStorage "
@@ -149,15 +233,21 @@ class SchedulerProtocol:
                 reply = await (request if attempt == 0 else asyncio.wait_for(request, _RETRY_SECONDS))
             except (OSError, asyncio.TimeoutError) as e:  # CommClosedError included
                 if attempt + 1 == _ATTEMPTS:
+                    what = (
+                        f"no reply within {_RETRY_SECONDS:g} s of retrying"
+                        if isinstance(e, asyncio.TimeoutError)
+                        else f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                    )
                     raise ConnectionError(
                         f"Lost the Dask scheduler at {client.scheduler.address} during a "
-                        f"DaskStorage request ({e}); it works again once the client "
-                        "reconnects."
+                        f"DaskStorage request: the connection dropped, and the retry got "
+                        f"{what}. DaskStorage {self.name!r} works again once the client "
+                        "reconnects to a scheduler."
                     ) from e
                 continue
             missing = reply is None or reply.get("missing_storage")
-            if missing and self._opened_with is not None and attempt == 0:
-                await self._register(*self._opened_with)  # plugin included, if need be
+            if missing and self._opened_with is not False and attempt == 0:
+                await self._register(self._opened_with, None)  # plugin included, if need be
                 continue
             if reply is None:
                 raise RuntimeError(
@@ -165,25 +255,28 @@ class SchedulerProtocol:
                     "Create the storage with DaskStorage(register=True), or start the "
                     "scheduler with `dask scheduler --preload dasktune`."
                 )
-            if "error" in reply and "results" not in reply:
-                raise wire.decode_error(reply["error"])
+            error = reply.get("error")
+            if error is not None and error.get("op") is None:
+                raise wire.decode_error(error)
             return reply
         raise AssertionError("unreachable")
 
     async def _register(self, url: str | None, contents: list[Any] | None) -> SchedulerProtocol:
         scheduler = self.client.scheduler
-        if not await scheduler.get_metadata(keys=[METADATA_KEY], default=False):
+        if not await scheduler.get_metadata(keys=[wire.METADATA_KEY], default=False):
+            from dasktune.storage.plugin import StoragePlugin
+
             # What Client.register_plugin sends, awaited here so that one coroutine serves
             # synchronous and asynchronous clients alike.
             await scheduler.register_scheduler_plugin(
-                plugin=dumps(StoragePlugin()), name=PLUGIN_NAME, idempotent=True
+                plugin=dumps(StoragePlugin()), name=wire.PLUGIN_NAME, idempotent=True
             )
         reply = await self._ask_scheduler(
             "dasktune_storage_open", name=self.name, url=url, contents=contents
         )
         # A restarted scheduler gets the storage again from its URL (not the contents of
         # an in-memory copy: those went with the old scheduler).
-        self._opened_with = (url, None)
+        self._opened_with = url
         if reply["created"] and reply["url"] is None:
             _logger.info(
                 f"DaskStorage {self.name!r} keeps its studies in the scheduler's memory: they "
@@ -195,19 +288,15 @@ class SchedulerProtocol:
                 self._replica.reset(reply["epoch"])
         return self
 
-    def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run the coroutine function ``fn`` on the client's event loop, from this thread."""
+    def _sync(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the client's event loop and wait for it, from this thread."""
         loop = self.client.loop
         assert loop is not None, "a running client has a loop"
-        return sync(loop, fn, *args, **kwargs)
 
-    def _watch_run(self, run_id: str, since: int, timeout: float) -> list[Any]:
-        """Wait up to ``timeout`` s for a trial of ``run_id`` to finish or the run to end;
-        ``[status, ids of trials finished after the first since]``, replica refreshed."""
-        (status,) = self._call(
-            [], handler="dasktune_storage_watch", run_id=run_id, since=since, timeout=timeout
-        )
-        return status
+        async def run() -> T:
+            return await coroutine
+
+        return sync(loop, run)
 
     def _flush(self) -> None:
         """Send this thread's pending writes now."""
@@ -225,6 +314,29 @@ class SchedulerProtocol:
     def _send_pending(self, writes: PendingWrites) -> None:
         """Send another thread's unsent writes (the flusher's job)."""
         self._call([], writes=writes)
+
+
+async def _connected(client: Client) -> None:
+    """Wait, as long as Dask's connect timeout, for a client that is making its first
+    connection (an asynchronous worker client just made, or one another thread is making):
+    on a busy machine that takes seconds. A client that is *re*connecting is not waited for:
+    a call then raises at once rather than hang while the scheduler is down."""
+    if client.status != "newly-created" and not (
+        client.asynchronous and client.status == "connecting"
+    ):
+        return
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "seconds")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    if client.asynchronous:  # awaiting it waits for its start (public: `await client`)
+        await asyncio.wait_for(asyncio.ensure_future(_await(client)), timeout)
+        return
+    while client.status == "newly-created" and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+
+
+async def _await(client: Client) -> Client:
+    return await client
 
 
 def _worker_address() -> str | None:

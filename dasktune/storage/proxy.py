@@ -4,46 +4,55 @@ Dask scheduler (see :mod:`dasktune.storage.plugin` for the other half)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Container
 from collections.abc import Generator
 from collections.abc import Sequence
+import concurrent.futures
 import copy
+import importlib
 import itertools
 import threading
 from typing import Any
+from typing import Literal
 from typing import TYPE_CHECKING
 import uuid
 import warnings
+import weakref
 
 from distributed import get_client
 from optuna import distributions
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from dasktune import compat
 from dasktune.storage import backends
 from dasktune.storage import wire
-from dasktune.storage.context import TrialContext
 from dasktune.storage.protocol import _worker_address
+from dasktune.storage.protocol import GONE
 from dasktune.storage.protocol import Op
 from dasktune.storage.protocol import SchedulerProtocol
 from dasktune.storage.replica import Replica
 from dasktune.storage.replica import StudyReplica
 from dasktune.storage.writes import Flusher
+from dasktune.storage.writes import FLUSH_AFTER
 
 if TYPE_CHECKING:
     from distributed import Client
     import optuna
 
 StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
+#: Serialises the first use of a worker's client by this process's threads: the first one
+#: makes it (and waits for its connection), the others then get it connected.
+_client_lock = threading.Lock()
 
 
-class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
+class DaskStorage(SchedulerProtocol, BaseStorage, compat.BaseHeartbeat):
     """An Optuna storage held by the Dask scheduler, shared by every client and worker.
 
     A drop-in for ``optuna_integration.DaskStorage`` (same arguments, same meaning): the
@@ -68,10 +77,10 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
             What the scheduler keeps the studies in: ``None`` for memory (lost with the
             scheduler), or a URL: ``sqlite:///path.db``, ``postgresql://...``,
             ``redis://host:port/db`` (Optuna's journal over Redis) or
-            ``journal:///abs/path.log`` (Optuna's journal file). An Optuna storage object is
-            accepted too: a database or journal storage is passed by its URL, an in-memory
-            one by copying its studies. The URL is opened on the scheduler, so paths and
-            hosts are as the scheduler sees them.
+            ``journal:///abs/path.log`` (Optuna's journal file). An ``RDBStorage`` is
+            accepted as its URL and an ``InMemoryStorage`` by copying its studies; other
+            storage objects raise ``TypeError`` (pass their URL). The URL is opened on the
+            scheduler, so paths and hosts are as the scheduler sees them.
         name:
             Identifies the storage on the scheduler; random when omitted. Processes share
             studies by using the same name.
@@ -84,7 +93,7 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
             storage without any setup call.
         heartbeat_interval:
             Seconds between heartbeats of a running trial (``None``: no heartbeats). See
-            Optuna's ``RDBStorage`` for the heartbeat contract.
+            Optuna's ``RDBStorage`` for the heartbeat contract. Experimental, as in Optuna.
         grace_period:
             Seconds without a heartbeat after which a running trial is stale and failed;
             ``2 * heartbeat_interval`` by default.
@@ -121,6 +130,14 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
                 "Specify only one of `heartbeat_stale_trial_callback` and "
                 "`failed_trial_callback`."
             )
+        if heartbeat_interval is not None and register:
+            # As Optuna's RDBStorage says of the same argument.
+            warnings.warn(
+                "Argument ``heartbeat_interval`` is an experimental feature. The interface "
+                "can change in the future.",
+                ExperimentalWarning,
+                stacklevel=2,
+            )
         if failed_trial_callback is not None:
             warnings.warn(
                 "`failed_trial_callback` has been deprecated in Optuna 4.9.0 and will be "
@@ -139,38 +156,52 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         self._client = client
         self._replica = Replica()
         self._lock = threading.RLock()
-        self._thread = threading.local()  # per-thread trial context and unsent writes
+        self._thread = threading.local()  # per thread: unsent writes, snapshot, runner mode
         self._flusher = Flusher(self._send_pending)
         self._owned: set[int] = set()  # RUNNING trials this process runs
+        self._unacked: collections.Counter[int] = collections.Counter()
         self._request_prefix = uuid.uuid4().hex[:16]
         self._request_numbers = itertools.count()
-        self._opened_with: tuple[str | None, None] | None = None
+        self._opened_with: str | None | Literal[False] = False
         _remember(self)
         if register:
             url, contents = backends.describe(storage)
             if self.client.asynchronous:
                 self._registering = asyncio.ensure_future(self._register(url, contents))
             else:
-                self._run(self._register, url, contents)
+                self._sync(self._register(url, contents))
+            # A study made on this storage is soon optimized: let the workers import what a
+            # trial runner needs now, in the background, rather than when the first arrives
+            # (once per client: its workers keep what they imported).
+            if self.client not in _warmed:
+                _warmed.add(self.client)
+                warming = self.client.run(_import_runner_in_background, wait=False)
+                if self.client.asynchronous:
+                    asyncio.ensure_future(warming)
 
     @property
     def client(self) -> Client:
-        """The Dask client this storage talks through (the current one if none was given)."""
+        """The Dask client this storage talks through (the current one if none was given:
+        inside a task, the worker's client, as ``distributed.get_client()`` gives it)."""
         if self._client is None:
-            try:
-                self._client = get_client()
-            except ValueError:
-                raise ValueError(
-                    "No Dask client found: DaskStorage talks to the scheduler through one. "
-                    "Create a client first (distributed.Client(...)) or pass client=."
-                ) from None
+            with _client_lock:
+                if self._client is None:
+                    try:
+                        self._client = get_client()
+                    except ValueError as e:
+                        raise ValueError(
+                            f"{e}. DaskStorage talks to the Dask scheduler through a client: "
+                            "create one first (distributed.Client(...)) or pass client=."
+                        ) from None
         return self._client
 
     def __await__(self) -> Generator[Any, None, DaskStorage]:
         registering = getattr(self, "_registering", None)
 
         async def _done() -> DaskStorage:
-            return self if registering is None else await registering
+            if registering is not None:
+                await registering
+            return self
 
         return _done().__await__()
 
@@ -189,12 +220,20 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
     def __repr__(self) -> str:
         return f"DaskStorage(name={self.name!r})"
 
+    def close(self) -> None:
+        """Send this thread's unsent writes and stop the background flusher: what a
+        process should call before it drops a storage it wrote to from several threads.
+        The object stays usable (each thread then sends its writes with its own calls)."""
+        self._flush()
+        self._flusher.close()
+        _forget(self)
+
     def get_base_storage(self) -> BaseStorage:
         """An ``InMemoryStorage`` copy of every study in this storage.
 
         Study and trial ids are the copy's own; names, numbers and contents are kept.
         """
-        reply = self._run(self._ask_scheduler, "dasktune_storage_dump", name=self.name)
+        reply = self._sync(self._ask_scheduler("dasktune_storage_dump", name=self.name))
         return wire.load_storage(reply["studies"])
 
     # -- studies -----------------------------------------------------------------
@@ -236,16 +275,13 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
         return self._study(study_id).system_attrs
 
-    def get_all_studies(self) -> list[FrozenStudy]:
+    def get_all_studies(self) -> list[compat.FrozenStudy]:
         (studies,) = self._call([["get_all_studies", [], None]])
         return [wire.decode_study(data) for data in studies]
 
     # -- trials: writes ----------------------------------------------------------
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        context = self._context()
-        if template_trial is None and context is not None and context.reserved is not None:
-            return context.take(study_id, was_waiting=False)
         template = None if template_trial is None else wire.encode_trial(template_trial)
         (trial_id,) = self._call([self._write("create_new_trial", study_id, template)])
         if template_trial is None or template_trial.state == TrialState.RUNNING:
@@ -281,9 +317,8 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
         trial = self._updatable_trial(trial_id)
-        context = self._context()
-        if context is not None:
-            context.snapshot = False  # pruning decisions need the other trials' latest values
+        # Pruning decisions need the other trials' latest values: this thread reads fresh.
+        self._thread.snapshot = None
         op = self._write("set_trial_intermediate_value", trial_id, step, intermediate_value)
         self._trial_write(trial, op, "set_intermediate_value", step, intermediate_value)
 
@@ -296,18 +331,14 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        context = self._context()
-        if context is not None and context.reserved is not None and state == TrialState.RUNNING:
-            return context.take_waiting(trial_id)
         trial = self._updatable_trial(trial_id)
         values = None if values is None else [float(v) for v in values]
         if (
-            context is not None
-            and context.runner
+            getattr(self._thread, "runner", False)
             and state.is_finished()
-            and trial.state == TrialState.RUNNING
+            and trial_id in self._owned
         ):
-            # A runner's tell travels with its next claim: one round trip per trial.
+            # A runner's tell travels with its next request (the next claim): no round trip.
             op = self._write("set_trial_state_values", trial_id, state.value, values)
             self._trial_write(trial, op, "set_state", state, values)
             self._owned.discard(trial_id)
@@ -317,8 +348,7 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         )
         if state.is_finished():
             self._owned.discard(trial_id)
-            if context is not None and not context.runner:
-                self._thread.context = None  # the trial's snapshot ends with it
+            self._thread.snapshot = None  # the trial's snapshot ends with it
         elif state == TrialState.RUNNING and changed:
             study_id = self._replica.study_of(trial_id)
             assert study_id is not None, "_updatable_trial made the trial known"
@@ -349,9 +379,6 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         deepcopy: bool = True,
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
-        context = self._context()
-        if context is not None and context.reserved is not None and states == (TrialState.WAITING,):
-            return context.waiting_view(self)
         study = self._study(study_id)
         with self._lock:
             trials = study.trials
@@ -366,7 +393,7 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
                     f"No trial with trial number {trial_number} exists in study with "
                     f"study_id {study_id}."
                 )
-            return study.trials[trial_number]._trial_id
+            return compat.trial_id(study.trials[trial_number])
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
         study = self._study(study_id)
@@ -376,6 +403,13 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
             if not any(t.state == TrialState.COMPLETE for t in study.trials):
                 raise ValueError("No trials are completed yet.")
         raise RuntimeError("Best trial can be obtained only for single-objective optimization.")
+
+    def get_trial_worker(self, trial_id: int) -> str | None:
+        """Address of the Dask worker that runs or ran the trial (``None`` if no worker did,
+        or the scheduler restarted since). Kept on the scheduler, not in the trial."""
+        self.get_trial(trial_id)  # brings the replica up to date for an unfinished trial
+        with self._lock:
+            return self._replica.workers.get(trial_id)
 
     # -- heartbeats --------------------------------------------------------------
 
@@ -396,47 +430,126 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
     def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
         return self.heartbeat_stale_trial_callback
 
-    # -- dasktune.optimize's trial runners --------------------------------------
+    def get_failed_trial_callback(self) -> StaleTrialCallback | None:
+        # The name Optuna 4 asks for (and Optuna 5 keeps as an alias).
+        return self.heartbeat_stale_trial_callback
 
-    def _claim_trial(self, run_id: str) -> int | None:
-        """Claim the next trial of ``run_id`` for this thread, or ``None`` once the run's
-        budget is spent. One round trip, which also carries this thread's pending writes
-        (the previous trial's tell).
+    # -- dasktune.optimize's runs (see dasktune.storage.runs) ------------------------
 
-        The claimed trial is then handed to Optuna's own ``study.ask()``: its query for
-        WAITING trials and its ``create_new_trial`` / claim of a WAITING trial are answered
-        with the claimed trial, locally. Until the trial reports an intermediate value,
-        reads come from the replica as of the claim (samplers see one consistent snapshot
-        per trial, as Optuna's own per-trial cache gives them).
+    def open_run(
+        self,
+        run_id: str,
+        study_id: int,
+        n_trials: int | None,
+        timeout: float | None,
+        retries: int,
+        client_id: str | None,
+    ) -> wire.RunStatus:
+        """Open the run ``run_id`` of ``study_id`` on the scheduler, which then enforces its
+        budget. ``client_id``: the Dask client that drives it (the run ends if that client
+        leaves), ``None`` for a detached run."""
+        (status,) = self._call(
+            [self._write("open_run", run_id, study_id, n_trials, timeout, retries, client_id)]
+        )
+        return status
+
+    def register_runner(self, run_id: str, key: str) -> int:
+        """Register the runner task ``key`` of ``run_id``; its index (0 for the first)."""
+        (index,) = self._call([self._write("register_runner", run_id, key)])
+        return index
+
+    def claim_trials(
+        self, run_id: str, key: str | None, wanted: int = 1, seconds_per_trial: float = 0.0
+    ) -> list[int]:
+        """Start up to ``wanted`` trials of ``run_id`` for this worker, as its budget allows
+        (``[]``: the runner must stop). The request also carries this thread's unsent
+        writes (the previous trial's tell)."""
+        (claimed,) = self._call(
+            [self._write("claim_trials", run_id, key, wanted, seconds_per_trial)], tolerate=GONE
+        )
+        return claimed
+
+    def claim_trials_soon(
+        self, run_id: str, key: str | None, wanted: int = 1, seconds_per_trial: float = 0.0
+    ) -> concurrent.futures.Future[list[Any]]:
+        """:meth:`claim_trials` without waiting: a future of ``[claimed ids]``."""
+        op = self._write("claim_trials", run_id, key, wanted, seconds_per_trial)
+        return self._call_soon([op], tolerate=GONE)
+
+    def end_run(self, run_id: str, outcome: str, reason: str) -> wire.RunStatus:
+        """End ``run_id``: ``outcome`` is one of ``finished``, ``stopped``, ``failed`` (its
+        running trials finish), ``cancelled``, ``aborted``, ``orphaned`` (they FAIL now,
+        with ``reason``)."""
+        (status,) = self._call([self._write("end_run", run_id, outcome, reason)])
+        return status
+
+    def release_trials(self, run_id: str, trial_ids: list[int], reason: str) -> list[int]:
+        """FAIL trials this runner claimed for ``run_id`` and will not run, with ``reason``."""
+        (released,) = self._call(
+            [self._write("release_trials", run_id, trial_ids, reason)], tolerate=GONE
+        )
+        return released
+
+    def run_status(self, run_id: str) -> wire.RunStatus:
+        """The run's status on the scheduler. Raises ``KeyError`` for an unknown run."""
+        ((status, _),) = self._call([["run_status", [run_id, 0], None]])
+        return status
+
+    def watch_run(
+        self, run_id: str, since: int, timeout: float, linger: float = 0.0
+    ) -> tuple[wire.RunStatus, list[int]]:
+        """Wait up to ``timeout`` s for a trial of ``run_id`` to finish or the run to end:
+        its status and the ids of its trials that finished after the first ``since``, all
+        readable locally. Once a trial has finished, the answer waits until ``linger`` s
+        after the call for more (never past the run's end or ``timeout``)."""
+        status, finished = self._watch(run_id, since, timeout, linger)
+        return status, finished
+
+    def find_runs(self, study_id: int) -> list[wire.RunStatus]:
+        """Every run of ``study_id`` the scheduler keeps, oldest first."""
+        (runs,) = self._call([["find_runs", [study_id], None]])
+        return runs
+
+    def run_trial(self, trial_id: int, runner: bool = True) -> bool:
+        """This thread now runs ``trial_id``, which it claimed: writes to the trial are
+        checked here and sent with the thread's next request. A ``runner`` thread (one that
+        claims again after each trial) also defers the trial's tell to that next claim, and
+        reads its study from the replica until the trial reports or ends.
+
+        Returns ``False`` (and takes nothing on) if the trial already finished, as far as
+        this process knows: the scheduler failed it since the claim (its run was aborted).
         """
-        (claimed,) = self._call([self._write("claim_trial", run_id)])
-        if claimed is None:
-            self._thread.context = None
-            return None
-        trial_id, was_waiting = claimed
         with self._lock:
-            study_id = self._replica.study_of(trial_id)
-        assert study_id is not None, "a claim's reply carries the study's delta"
-        self._owned.add(trial_id)
-        self._thread.context = TrialContext(study_id, trial_id, was_waiting, runner=True)
-        return trial_id
+            trial = self._replica.trial(trial_id)
+            if trial is None or trial.state.is_finished():
+                return False
+            self._owned.add(trial_id)
+        if runner:
+            self._thread.runner = True
+            self._thread.snapshot = self._replica.study_of(trial_id)
+        return True
 
-    def _release_claim(self) -> None:
-        """End this thread's runner mode after ``ask`` took the claimed trial: it reads
-        fresh and tells synchronously again (a driver asking centrally)."""
-        self._thread.context = None
+    def send_writes_within(self, seconds: float | None) -> None:
+        """Let this thread's deferred writes wait at most ``seconds`` (``None``: the
+        default, :data:`~dasktune.storage.writes.FLUSH_AFTER`) for its next request before
+        the flusher sends them: a runner of slow trials sends a trial's parameters at once,
+        so that other workers' samplers know what runs."""
+        self._pending().delay = FLUSH_AFTER if seconds is None else seconds
 
-    def _context(self) -> TrialContext | None:
-        return getattr(self._thread, "context", None)
+    def end_runner(self) -> None:
+        """This thread runs no more trials: send what it holds back, read fresh again."""
+        self._thread.runner = False
+        self._thread.snapshot = None
+        if self._pending().ops:
+            self._call([], tolerate=GONE)
 
     # -- helpers -----------------------------------------------------------------
 
     def _study(self, study_id: int, fresh: bool = True) -> StudyReplica:
         """The replica of ``study_id``, brought up to date first unless ``fresh`` is False
         and one exists (for what never changes: name and directions)."""
-        context = self._context()
-        if context is not None and context.snapshot and context.study_id == study_id:
-            fresh = False  # a running trial reads the snapshot its start brought
+        if getattr(self._thread, "snapshot", None) == study_id:
+            fresh = False  # a running trial reads the study as its start brought it
         with self._lock:
             study = self._replica.studies.get(study_id)
         if fresh or study is None:
@@ -449,13 +562,13 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
         """This thread started ``trial_id`` through Optuna's own ``ask``.
 
         On a worker — the ``client.submit(study.optimize, ...)`` pattern — its reads of the
-        study then use the snapshot the start brought, until the trial reports or ends.
+        study then use the replica as the start brought it, until the trial reports or ends.
         Elsewhere (a notebook that asks and tells) reads stay fresh: such a thread may ask
         and keep reading while others optimize.
         """
         self._owned.add(trial_id)
         if _worker_address() is not None:
-            self._thread.context = TrialContext(study_id, None, False, runner=False)
+            self._thread.snapshot = study_id
 
     def _updatable_trial(self, trial_id: int) -> FrozenTrial:
         """The trial, known to the replica, after Optuna's check that it is not finished."""
@@ -473,14 +586,17 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
 
     def _trial_write(self, trial: FrozenTrial, op: Op, apply: str, *args: Any) -> None:
         """Defer a checked write to a trial this process runs; send any other at once."""
-        trial_id = trial._trial_id
+        trial_id = compat.trial_id(trial)
         if trial_id not in self._owned:
             self._call([op])
             return
         with self._lock:
             getattr(self._replica, apply)(trial_id, *args)
-        self._pending().add(op)
-        self._flusher.wake()
+            self._unacked[trial_id] += 1
+        writes = self._pending()
+        writes.add(op)
+        self._flusher.wake(writes)
+
 
 #: The DaskStorage last made for each name in this process, most recent last. Unpickling
 #: reuses it, which keeps its replica warm: in the ``client.submit(study.optimize, ...)``
@@ -488,7 +604,7 @@ class DaskStorage(SchedulerProtocol, BaseStorage, BaseHeartbeat):
 #: study each time. Bounded, so a process that touches many storages keeps only recent ones.
 _instances: OrderedDict[str, DaskStorage] = OrderedDict()
 _instances_lock = threading.Lock()
-_MAX_INSTANCES = 32
+_MAX_INSTANCES = 8
 
 
 def _remember(storage: DaskStorage) -> None:
@@ -497,6 +613,25 @@ def _remember(storage: DaskStorage) -> None:
         _instances.move_to_end(storage.name)
         if len(_instances) > _MAX_INSTANCES:
             _instances.popitem(last=False)
+
+
+def _forget(storage: DaskStorage) -> None:
+    with _instances_lock:
+        if _instances.get(storage.name) is storage:
+            del _instances[storage.name]
+
+
+#: Clients whose workers were asked to import the runner's modules.
+_warmed: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+async def _import_runner_in_background() -> None:
+    """On a worker: import the trial runner's modules (Optuna's included) on a thread of
+    their own, so that the first runner to arrive finds them imported (or nearly)."""
+    threading.Thread(
+        target=importlib.import_module, args=("dasktune.submit.runner",), daemon=True,
+        name="dasktune-import",
+    ).start()
 
 
 def _attach(
@@ -508,11 +643,18 @@ def _attach(
     """Unpickle a DaskStorage: attach by name, with the same heartbeat settings."""
     with _instances_lock:
         storage = _instances.get(name)
-    usable = storage is not None and (storage._client is None or storage._client.status == "running")
-    if not usable:
-        storage = DaskStorage(None, name, None, False)
-    assert storage is not None
-    storage.heartbeat_interval = heartbeat_interval
-    storage.grace_period = grace_period
-    storage.heartbeat_stale_trial_callback = callback
+    if (
+        storage is None
+        or (storage._client is not None and storage._client.status != "running")
+        or (storage.heartbeat_interval, storage.grace_period) != (heartbeat_interval, grace_period)
+    ):
+        storage = DaskStorage(
+            None,
+            name,
+            None,
+            False,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=callback,
+        )
     return storage

@@ -4,7 +4,10 @@ Free of Dask so it can be tested alone. Each :class:`StudyReplica` holds the stu
 as ``FrozenTrial`` objects (indexed by number) and the cursor into the scheduler's change
 log up to which it is current. A delta from the scheduler replaces the trials it names and
 moves the cursor; a delta older than the cursor (replies can overtake one another when
-threads share a storage) is ignored, since a newer one already covered it.
+threads share a storage) is ignored, since a newer one already covered it. Two exceptions
+keep what this process knows better: a trial with writes of this process the scheduler has
+not acknowledged yet keeps its local form unless the delta says it finished elsewhere, and
+a finished trial never goes back to running (a reply sent before this process told it).
 
 Trial objects are never modified once handed out: a local write replaces the trial with a
 changed copy, as Optuna's ``InMemoryStorage`` does, so lists returned earlier stay as they
@@ -13,8 +16,10 @@ were.
 
 from __future__ import annotations
 
+from collections.abc import Container
 import copy
 from datetime import datetime
+import math
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -23,7 +28,19 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from dasktune import compat
 from dasktune.storage import wire
+
+
+def better(value: float, number: int, best_value: float, best_number: int, maximize: bool) -> bool:
+    """Whether a COMPLETE trial's value beats the best so far: the one rule shared by the
+    replica, the dashboard and the progress bar. Ties go to the earlier trial, as Optuna's
+    ``best_trial`` does; NaN never wins."""
+    if math.isnan(value):
+        return False
+    if value == best_value or math.isnan(best_value):
+        return math.isnan(best_value) or number < best_number
+    return (value > best_value) == maximize
 
 
 class StudyReplica:
@@ -43,14 +60,17 @@ class StudyReplica:
         self.best: FrozenTrial | None = None
 
     def is_better(self, trial: FrozenTrial) -> bool:
-        if trial.state != TrialState.COMPLETE or len(self.directions) != 1:
-            return False
+        if trial.state != TrialState.COMPLETE or len(self.directions) != 1 or not trial.values:
+            return False  # (a storage may hold a COMPLETE trial without values)
         if self.best is None:
-            return True
-        value, best = trial.values[0], self.best.values[0]
-        if value == best:
-            return trial.number < self.best.number
-        return (value > best) == (self.directions[0] == StudyDirection.MAXIMIZE)
+            return not math.isnan(trial.values[0])
+        return better(
+            trial.values[0],
+            trial.number,
+            self.best.values[0],
+            self.best.number,
+            self.directions[0] == StudyDirection.MAXIMIZE,
+        )
 
 
 class Replica:
@@ -61,12 +81,15 @@ class Replica:
         self.epoch: str | None = None
         self.studies: dict[int, StudyReplica] = {}
         self._index: dict[int, tuple[int, int]] = {}
+        #: Trial id -> address of the worker that runs or ran it (what the scheduler knows).
+        self.workers: dict[int, str] = {}
 
     def reset(self, epoch: str) -> None:
         """Forget everything: the host was rebuilt, so every cursor is void."""
         self.epoch = epoch
         self.studies.clear()
         self._index.clear()
+        self.workers.clear()
 
     def cursors(self) -> list[list[int]]:
         return [[study_id, study.cursor] for study_id, study in self.studies.items()]
@@ -75,12 +98,14 @@ class Replica:
         study = self.studies.pop(study_id, None)
         if study is not None:
             for trial in study.trials:
-                self._index.pop(trial._trial_id, None)
+                self._index.pop(compat.trial_id(trial), None)
+                self.workers.pop(compat.trial_id(trial), None)
 
-    def apply(self, delta: list[Any]) -> None:
-        """Apply ``[study_id, cursor, packed wire trials, study meta or None]`` from the
-        scheduler."""
-        study_id, cursor, trials, meta = delta
+    def apply(self, delta: wire.Delta, keep: Container[int] = ()) -> None:
+        """Apply a delta from the scheduler. ``keep``: ids of the trials with writes of this
+        process not yet acknowledged, whose local form stays unless the delta says they
+        finished."""
+        study_id, cursor, meta = delta["study"], delta["cursor"], delta["meta"]
         study = self.studies.get(study_id)
         if study is None:
             study = self.studies[study_id] = StudyReplica(study_id)
@@ -92,9 +117,15 @@ class Replica:
             study.directions = wire.decode_directions(meta["directions"])
             study.user_attrs = wire.decode_attrs(meta["user_attrs"])
             study.system_attrs = wire.decode_attrs(meta["system_attrs"])
-        decoded = (wire.decode_trial(wire.unpack_trial(packed)) for packed in trials)
-        for trial in sorted(decoded, key=lambda t: t.number):
-            self._put(study, trial)
+        unpacked = [wire.unpack_trial(packed) for packed in delta["trials"]]
+        for data in sorted(unpacked, key=lambda d: d["number"]):
+            if data["worker"] is not None:
+                self.workers[data["id"]] = data["worker"]
+            local = self.trial(data["id"])
+            if local is not None and not TrialState(data["state"]).is_finished():
+                if local.state.is_finished() or data["id"] in keep:
+                    continue
+            self._put(study, wire.decode_trial(data))
 
     def study_of(self, trial_id: int) -> int | None:
         located = self._index.get(trial_id)
@@ -146,7 +177,7 @@ class Replica:
         return copy.copy(trial)
 
     def _replace(self, trial: FrozenTrial) -> None:
-        study_id, _ = self._index[trial._trial_id]
+        study_id, _ = self._index[compat.trial_id(trial)]
         self._put(self.studies[study_id], trial)
 
     def _put(self, study: StudyReplica, trial: FrozenTrial) -> None:
@@ -159,7 +190,7 @@ class Replica:
                 f"Trial number {trial.number} of study {study.study_id} arrived before trial "
                 f"{len(study.trials)}; the replica cannot be kept in order."
             )
-        self._index[trial._trial_id] = (study.study_id, trial.number)
+        self._index[compat.trial_id(trial)] = (study.study_id, trial.number)
         study.distributions.update(trial.distributions)
         if study.is_better(trial):
             study.best = trial

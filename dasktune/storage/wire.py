@@ -3,8 +3,9 @@
 Everything a client, a worker and the scheduler say to each other about studies is built
 from numbers, strings, lists and dicts, so distributed sends it as msgpack and never as
 pickle. That keeps processes on different Optuna minor versions working together (a pickled
-``FrozenTrial`` does not survive that) and keeps the scheduler from running code that arrives
-through storage calls.
+``FrozenTrial`` does not survive that) and costs no unpickling. It is not a security
+boundary: distributed unpickles any ``ToPickle`` frame of a message before a handler sees
+it, so whoever can reach the scheduler can run code on it (Dask's trust model).
 
 A trial travels as a dict (see :func:`encode_trial`), packed once into msgpack bytes when it
 changes (:func:`pack_trial`): the scheduler sends every reader the same bytes, so a reply's
@@ -13,8 +14,11 @@ Attributes travel as
 JSON text, which is also what makes a value that Optuna could not store in a database fail
 at the call that set it; distributions travel as Optuna's own JSON.
 
-Errors travel as ``[type_name, message]`` and are mapped back to their original type through
-the one table :data:`ERROR_TYPES`.
+Every reply has one error envelope, :class:`ErrorInfo` (``None`` when nothing failed), mapped
+back to the original exception type through the one table :data:`ERROR_TYPES`.
+
+The names both halves must agree on (the plugin's, its handlers', the attributes it writes)
+live here too, so that the client half never imports the scheduler half.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import datetime
 import functools
 import json
 from typing import Any
+from typing import TypedDict
 
 import msgpack
 from optuna.distributions import BaseDistribution
@@ -34,9 +39,18 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.storages import InMemoryStorage
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
+
+from dasktune import compat
+
+#: Name of the scheduler plugin (``scheduler.plugins[PLUGIN_NAME]``).
+PLUGIN_NAME = "dasktune-storage"
+#: Scheduler metadata key set while the plugin runs, so a client can tell it is there.
+METADATA_KEY = "dasktune-storage-plugin"
+#: System attribute holding why a trial failed (the objective's error, an invalid value, a
+#: dead worker, an interrupt): the key Optuna 2 used, which optuna-dashboard shows.
+FAIL_REASON = "fail_reason"
 
 #: Exception types that cross the wire with their identity. Anything else raised on the
 #: scheduler arrives as :class:`optuna.exceptions.StorageInternalError` naming the original.
@@ -55,23 +69,86 @@ ERROR_TYPES: dict[str, type[Exception]] = {
 }
 
 Trial = dict[str, Any]
-Error = list[str]
+#: One operation: ``[name, args, request_id or None]`` (a list: it is what msgpack gives back).
+Op = list[Any]
 
 
-def encode_error(exc: BaseException) -> Error:
-    """Turn an exception into ``[type_name, message]``."""
+class ErrorInfo(TypedDict):
+    """What went wrong on the scheduler: the exception's type name and message, and the
+    index of the operation that raised (``None``: the request as a whole)."""
+
+    type: str
+    message: str
+    op: int | None
+
+
+class StudyMeta(TypedDict):
+    id: int
+    name: str
+    directions: list[int]
+    user_attrs: str  # JSON text
+    system_attrs: str
+
+
+class Delta(TypedDict):
+    """What changed in one study since a reader's cursor: the changed trials, packed, and
+    the study's own fields if they changed."""
+
+    study: int
+    cursor: int
+    trials: list[bytes]
+    meta: StudyMeta | None
+
+
+class Reply(TypedDict):
+    """The answer to every storage request: the operations' results (up to the one that
+    failed), the error envelope, and the deltas that bring the caller's replica up to date."""
+
+    results: list[Any]
+    error: ErrorInfo | None
+    epoch: str
+    deltas: list[Delta]
+    missing: list[int]  # studies the caller asked about that do not exist
+
+
+class OpenReply(TypedDict):
+    error: ErrorInfo | None
+    epoch: str
+    url: str | None
+    created: bool
+
+
+class RunStatus(TypedDict):
+    """A run of ``dasktune.optimize`` as the scheduler reports it."""
+
+    run_id: str
+    study_id: int
+    n_trials: int | None
+    timeout: float | None
+    claimed: int
+    finished: int
+    running: int
+    lost: int
+    stopped: str | None  # why no trial may start any more, if something stopped the run
+    outcome: str | None  # how it ended: finished, stopped, cancelled, failed, aborted, orphaned
+    time_left: float | None
+    can_claim: bool
+    done: bool
+
+
+def encode_error(exc: BaseException, op: int | None = None) -> ErrorInfo:
+    """The error envelope of an exception raised by operation ``op``."""
     name = type(exc).__name__
     # KeyError's str() quotes its message; its first argument is the message itself.
     message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     if ERROR_TYPES.get(name) is not type(exc):
-        return ["StorageInternalError", f"{name}: {message}"]
-    return [name, message]
+        return {"type": "StorageInternalError", "message": f"{name}: {message}", "op": op}
+    return {"type": name, "message": message, "op": op}
 
 
-def decode_error(error: Error) -> Exception:
-    """Rebuild the exception described by ``[type_name, message]``."""
-    name, message = error
-    return ERROR_TYPES.get(name, StorageInternalError)(message)
+def decode_error(error: ErrorInfo) -> Exception:
+    """Rebuild the exception an error envelope describes."""
+    return ERROR_TYPES.get(error["type"], StorageInternalError)(error["message"])
 
 
 #: Largest attribute value, as JSON, that a storage call carries. Attributes travel with
@@ -129,10 +206,12 @@ def decode_distribution(text: str) -> BaseDistribution:
     return json_to_distribution(text)
 
 
-def encode_trial(trial: FrozenTrial) -> Trial:
-    """Plain-data form of a trial. Parameters travel in Optuna's internal (float) form."""
+def encode_trial(trial: FrozenTrial, worker: str | None = None) -> Trial:
+    """Plain-data form of a trial, with the address of the worker that ran it, if one did.
+    Parameters travel in Optuna's internal (float) form."""
     return {
-        "id": trial._trial_id,
+        "id": compat.trial_id(trial),
+        "worker": worker,
         "number": trial.number,
         "state": trial.state.value,
         "values": trial.values,
@@ -196,8 +275,8 @@ def decode_directions(directions: list[int]) -> list[StudyDirection]:
     return [StudyDirection(d) for d in directions]
 
 
-def decode_study(data: dict[str, Any]) -> FrozenStudy:
-    return FrozenStudy(
+def decode_study(data: StudyMeta) -> compat.FrozenStudy:
+    return compat.FrozenStudy(
         study_name=data["name"],
         direction=None,
         directions=decode_directions(data["directions"]),
@@ -211,13 +290,13 @@ def dump_storage(storage: BaseStorage) -> list[dict[str, Any]]:
     """Every study of ``storage``, with its trials, as plain data."""
     return [
         {
-            "id": study._study_id,
+            "id": compat.study_id(study),
             "name": study.study_name,
             "directions": encode_directions(study.directions),
             "user_attrs": encode_attrs(study.user_attrs),
             "system_attrs": encode_attrs(study.system_attrs),
             "trials": [
-                encode_trial(t) for t in storage.get_all_trials(study._study_id, deepcopy=False)
+                encode_trial(t) for t in storage.get_all_trials(compat.study_id(study), deepcopy=False)
             ],
         }
         for study in storage.get_all_studies()
@@ -229,7 +308,7 @@ def load_storage(dump: list[dict[str, Any]], storage: BaseStorage | None = None)
     by default). Study and trial ids are the target's own; names and numbers are kept."""
     storage = storage if storage is not None else InMemoryStorage()
     for data in dump:
-        study = decode_study(data)
+        study = decode_study(data)  # type: ignore[arg-type]  # a dump entry is a StudyMeta and its trials
         study_id = storage.create_new_study(study.directions, study.study_name)
         for key, value in study.user_attrs.items():
             storage.set_study_user_attr(study_id, key, value)

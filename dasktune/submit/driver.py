@@ -27,17 +27,23 @@ from distributed import secede
 from distributed.protocol.pickle import dumps
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from dasktune import compat
 from dasktune.storage import DaskStorage
-from dasktune.storage.runs import FAIL_REASON
+from dasktune.storage import wire
+from dasktune.storage.runs import GRACEFUL
+from dasktune.storage.wire import FAIL_REASON
 from dasktune.submit import policy
 from dasktune.submit.progress import ProgressBar
+from dasktune.submit.runner import Abort
 from dasktune.submit.runner import Objective
+from dasktune.submit.runner import dask_storage
+from dasktune.submit.runner import RunSpec
 from dasktune.submit.tasks import RunnerTasks
+from dasktune.submit.tasks import Tasks
 from dasktune.submit.tasks import TrialTasks
 from dasktune.submit.tasks import WATCH_SECONDS
 
@@ -45,6 +51,12 @@ _logger = optuna.logging.get_logger("optuna.dasktune")
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 _SLOTS_EVERY_SECONDS = 1.0
+#: Finished trials reach the driver (its callbacks, progress bar, log) at most this long
+#: after they finish, in batches: under cheap trials a request per trial would cost the
+#: scheduler and the driver as much CPU as a worker's own overhead.
+WATCH_LINGER_SECONDS = 0.05
+#: How long a driver waits for the runners of a run that was ended at once to report.
+_SETTLE_SECONDS = 2.0
 
 
 class Run:
@@ -64,18 +76,18 @@ class Run:
         self.study = study
         self.run_id = run_id
         self.trials: list[FrozenTrial] = []
-        self._status: dict[str, Any] = {}
 
     @property
     def storage(self) -> DaskStorage:
         return dask_storage(self.study)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> wire.RunStatus:
         """The run's progress on the scheduler: ``n_trials``, ``claimed``, ``finished``,
-        ``running``, ``lost`` (trials whose worker died), ``stopped`` (why, if it was),
+        ``running``, ``lost`` (trials whose worker died), ``stopped`` (why no trial may start
+        any more, if something stopped it), ``outcome`` (how it ended: ``finished``,
+        ``stopped``, ``failed``, ``cancelled``, ``aborted``, ``deleted``, ``orphaned``),
         ``time_left`` (seconds, with a timeout) and ``done``."""
-        (reply,) = self.storage._call([["run_status", [self.run_id, 0], None]])
-        return reply[0]
+        return self.storage.run_status(self.run_id)
 
     def done(self) -> bool:
         """Whether the run has ended: no trial running and none may start."""
@@ -90,9 +102,11 @@ class Run:
         _drive(self, None, list(callbacks or ()), None, show_progress_bar)
         return self
 
-    def cancel(self, reason: str = "cancelled") -> None:
-        """Stop the run now: no trial starts any more, and running ones become FAIL."""
-        self.storage._call([self.storage._write("abort_run", self.run_id, reason)])
+    def cancel(self, reason: str = "cancelled by the user") -> wire.RunStatus:
+        """Stop the run now: no trial starts any more, running ones become FAIL with
+        ``reason``, and its runners leave the workers. The call that drives the run (its
+        ``optimize``, or ``wait``) returns."""
+        return self.storage.end_run(self.run_id, "cancelled", reason)
 
     @property
     def best_trial(self) -> FrozenTrial:
@@ -166,59 +180,34 @@ def optimize(
             wrong type.
     """
     storage = dask_storage(study)
-    catches = _check_arguments(objective, n_trials, timeout, concurrency, catch, retries, callbacks)
+    catches = _check_arguments(
+        objective, n_trials, timeout, concurrency, catch, retries, callbacks, resources
+    )
     if isinstance(search_space, type):
         # Imported here: the tune API builds on this module, not the other way round.
         from dasktune.tune.typed import TypedObjective
 
         typed = TypedObjective(objective, search_space)
         objective, search_space = cast(Objective, typed), typed.distributions
-    if resources is not None and not (
-        isinstance(resources, Mapping)
-        and resources
-        and all(isinstance(k, str) and isinstance(v, (int, float)) and v > 0 for k, v in resources.items())
-    ):
-        raise ValueError(
-            f"resources must map Dask worker resource names to positive amounts, e.g. "
-            f"{{'GPU': 1}}, not {resources!r}."
-        )
-    if search_space is not None and not (
-        isinstance(search_space, dict)
-        and search_space
-        and all(isinstance(d, BaseDistribution) for d in search_space.values())
-    ):
-        raise TypeError(
-            "search_space must be a non-empty dict of parameter name -> Optuna distribution "
-            f"(e.g. optuna.distributions.FloatDistribution(0, 1)), not {search_space!r}."
-        )
+    _check_search_space(search_space)
     if client is not None and storage._client is None:
         storage._client = client
     client = client or storage.client
-    run = Run(study, f"{_key_name(study.study_name)}-{uuid.uuid4().hex[:12]}")
+    run_id = f"{_key_name(study.study_name)}-{uuid.uuid4().hex[:12]}"
+    spec = RunSpec(study, run_id, objective, catches, resources, search_space)
     callbacks = list(callbacks or ())
 
     def start() -> Run:
-        storage._call(
-            [storage._write("open_run", run.run_id, study._study_id, n_trials, timeout, retries)]
+        storage.open_run(
+            run_id, compat.study_id(study), n_trials, timeout, retries, None if detach else client.id
         )
         if not detach:
-            tasks = _tasks(client, study, run.run_id, objective, catches, search_space, resources)
-            return _drive(run, tasks, callbacks, concurrency, show_progress_bar)
+            return _drive(Run(study, run_id), _tasks(client, spec), callbacks, concurrency, show_progress_bar)
         future = client.submit(
-            _drive_detached,
-            study,
-            objective,
-            run.run_id,
-            catches,
-            search_space,
-            resources,
-            callbacks,
-            concurrency,
-            key=f"dasktune-{run.run_id}-driver",
-            pure=False,
+            _drive_detached, spec, callbacks, concurrency, key=f"dasktune-{run_id}-driver", pure=False
         )
         fire_and_forget(future)
-        return run
+        return Run(study, run_id)
 
     if client.asynchronous:
         # One synchronous core: an asynchronous client gets it on a thread, so the event
@@ -235,8 +224,7 @@ def attach(study: optuna.Study, run_id: str | None = None) -> Run:
         KeyError: The study has no such run.
     """
     storage = dask_storage(study)
-    (runs,) = storage._call([["find_runs", [study._study_id], None]])
-    ids = [r["run_id"] for r in runs]
+    ids = [r["run_id"] for r in storage.find_runs(compat.study_id(study))]
     if not ids or (run_id is not None and run_id not in ids):
         raise KeyError(
             f"No optimize run {run_id or ''} of study {study.study_name!r} on storage "
@@ -247,97 +235,115 @@ def attach(study: optuna.Study, run_id: str | None = None) -> Run:
 
 def _drive(
     run: Run,
-    tasks: RunnerTasks | TrialTasks | None,
+    tasks: Tasks | None,
     callbacks: list[Callback],
     concurrency: int | None,
     show_progress_bar: bool,
 ) -> Run:
     """Watch ``run`` to its end in this thread, keeping ``tasks`` on the cluster (none:
-    only watch a run driven elsewhere)."""
+    only watch a run driven elsewhere). Every way out ends the run on the scheduler."""
     study, storage = run.study, run.storage
     client = storage.client
-    status, _ = storage._watch_run(run.run_id, 0, timeout=0)
+    status, _ = storage.watch_run(run.run_id, 0, timeout=0)
     bar = ProgressBar(show_progress_bar, status["n_trials"], status["timeout"])
-    minimize = _single_direction(study)
+    maximize = _single_direction(study)
+    heartbeats = storage.get_heartbeat_interval() is not None
     slots, slots_checked, warned = 0, 0.0, False
-    error: BaseException | None = None
-    study._thread_local.in_optimize_loop = True  # lets callbacks call study.stop()
+    error: BaseException | Abort | None = None
     try:
-        while True:
-            watch = tasks.wait() if tasks is not None else WATCH_SECONDS
-            status, finished = storage._watch_run(run.run_id, len(run.trials), timeout=watch)
-            for trial in sorted(map(storage.get_trial, finished), key=_finish_time):
-                run.trials.append(trial)
-                _log(study, trial)
-                bar.update(trial, minimize)
-                for callback in callbacks:
-                    callback(study, trial)
-            bar.tick(status)
-            if tasks is not None and is_heartbeat_enabled(storage):
-                # As Study.optimize does before each trial: fail trials whose heartbeat
-                # stopped, running the storage's stale-trial callback (e.g. a retry) here.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
-            if study._stop_flag and status["stopped"] is None:
-                storage._call([["stop_run", [run.run_id, "study.stop() called"], None]])
-            alive = 0
-            if tasks is not None:
+        with compat.optimize_loop(study):  # lets callbacks call study.stop()
+            while True:
+                watch = tasks.wait_here() if tasks is not None else WATCH_SECONDS
+                status, finished = storage.watch_run(
+                    run.run_id, len(run.trials), timeout=watch, linger=WATCH_LINGER_SECONDS
+                )
+                for trial in sorted(map(storage.get_trial, finished), key=_finish_time):
+                    run.trials.append(trial)
+                    _log(study, trial)
+                    bar.update(trial, maximize)
+                    for callback in callbacks:
+                        callback(study, trial)
+                bar.tick(status)
+                if tasks is not None and heartbeats:
+                    # As Study.optimize does before each trial: fail trials whose heartbeat
+                    # stopped, running the storage's stale-trial callback (e.g. a retry) here.
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.fail_stale_trials(study)
+                if compat.stop_requested(study) and status["stopped"] is None:
+                    status = storage.end_run(run.run_id, "stopped", "study.stop() was called")
+                if tasks is None:
+                    if status["done"]:
+                        break
+                    continue
                 failure = tasks.reap()
                 if failure is not None and error is None:
                     error = failure
-                    storage._call([["stop_run", [run.run_id, f"error: {failure!r}"], None]])
-                if status["done"] and tasks.alive and _slots(client, tasks.resources) == 0:
-                    # The run has ended while no worker can run a runner (none has the
-                    # ``resources``, or an adaptive cluster has no worker yet): the runners
-                    # queued for one have nothing to do. (With a worker, runners exit on
-                    # their own, and may still be reporting an objective's error.)
+                    outcome = "aborted" if isinstance(failure, Abort) else "failed"
+                    cause = failure.error if isinstance(failure, Abort) else failure
+                    status = storage.end_run(run.run_id, outcome, f"{type(cause).__name__}: {cause}")
+                if status["done"] and tasks.alive and status["outcome"] not in GRACEFUL:
+                    # Ended at once (cancelled, aborted, its study deleted): runners that are
+                    # leaving report why (a BaseException the caller must get) within moments;
+                    # those still inside an objective are released, their threads finish it.
+                    failure = tasks.reap(wait=_SETTLE_SECONDS)
+                    error = error or failure
                     tasks.cancel()
-                alive = tasks.alive
-            if policy.is_finished(status, alive):
-                break
-            if tasks is not None and error is None:
-                if time.monotonic() - slots_checked > _SLOTS_EVERY_SECONDS:
-                    slots, slots_checked = _slots(client, tasks.resources), time.monotonic()
-                    if slots == 0 and tasks.resources and not warned:
-                        warned = True
-                        wanted = " ".join(f"{k}={v:g}" for k, v in tasks.resources.items())
-                        warnings.warn(
-                            f"No worker of the cluster has the resources {dict(tasks.resources)} "
-                            "a trial needs: trials wait until one joins (start it with "
-                            f'`dask worker --resources "{wanted}"`).',
-                            stacklevel=4,  # _drive, start, optimize: the caller's line
-                        )
-                tasks.start(status, slots, concurrency)
+                if status["done"] and tasks.alive and _slots(client, tasks.spec.resources) == 0:
+                    # No worker can take the runners queued for one: nothing left for them.
+                    tasks.cancel()
+                if policy.is_finished(status, tasks.alive):
+                    break
+                if error is None:
+                    if time.monotonic() - slots_checked > _SLOTS_EVERY_SECONDS:
+                        slots, slots_checked = _slots(client, tasks.spec.resources), time.monotonic()
+                        warned = warned or _warn_no_resources(slots, tasks.spec.resources)
+                    tasks.start(status, slots, concurrency)
     except BaseException:
         # KeyboardInterrupt (a notebook's stop button) or anything else: leave nothing
         # running — no new trial, running ones FAIL, tasks released.
         if client.status == "running":  # else the scheduler is gone, and the run with it
-            with contextlib.suppress(ConnectionError):
-                storage._call([storage._write("abort_run", run.run_id, "interrupted")])
-                if tasks is not None:
-                    tasks.cancel()
+            with contextlib.suppress(ConnectionError, KeyError):
+                storage.end_run(run.run_id, "aborted", "interrupted")
+            if tasks is not None:
+                tasks.cancel()
         raise
     finally:
-        study._thread_local.in_optimize_loop = False
         bar.close()
+    if isinstance(error, Abort):
+        raise error.error.with_traceback(None) from RuntimeError(
+            f"raised in a trial of dasktune.optimize on a worker:\n{error.traceback}"
+        )
     if error is not None:
         raise error
+    if status["outcome"] == "deleted":
+        raise KeyError(
+            f"Study {study.study_name!r} was deleted while dasktune.optimize ran on it "
+            f"({status['stopped']}); {len(run.trials)} of its trials had finished."
+        )
+    if status["outcome"] in ("aborted", "orphaned"):
+        raise RuntimeError(f"The optimize run {run.run_id} was {status['outcome']}: {status['stopped']}.")
+    if status["outcome"] == "cancelled":
+        _logger.warning(f"The optimize run {run.run_id} was cancelled: {status['stopped']}.")
     return run
 
 
-def _tasks(
-    client: Client,
-    study: optuna.Study,
-    run_id: str,
-    objective: Any,
-    catch: tuple[type[BaseException], ...],
-    search_space: dict[str, BaseDistribution] | None,
-    resources: Mapping[str, float] | None,
-) -> RunnerTasks | TrialTasks:
-    if search_space is None:
-        return RunnerTasks(client, study, run_id, objective, catch, resources)
-    return TrialTasks(client, study, run_id, objective, catch, resources, search_space)
+def _tasks(client: Client, spec: RunSpec) -> Tasks:
+    return RunnerTasks(client, spec) if spec.search_space is None else TrialTasks(client, spec)
+
+
+def _warn_no_resources(slots: int, resources: Mapping[str, float] | None) -> bool:
+    """Warn (once: returns whether it did) that no worker has the ``resources`` a trial
+    needs."""
+    if slots or not resources:
+        return False
+    wanted = " ".join(f"{k}={v:g}" for k, v in resources.items())
+    warnings.warn(
+        f"No worker of the cluster has the resources {dict(resources)} a trial needs: "
+        f'trials wait until one joins (start it with `dask worker --resources "{wanted}"`).',
+        stacklevel=5,  # _warn_no_resources, _drive, start, optimize: the caller's line
+    )
+    return True
 
 
 def _slots(client: Client, resources: Mapping[str, float] | None) -> int:
@@ -353,21 +359,11 @@ def _slots(client: Client, resources: Mapping[str, float] | None) -> int:
     return slots
 
 
-def _drive_detached(
-    study: optuna.Study,
-    objective: Objective,
-    run_id: str,
-    catch: tuple[type[BaseException], ...],
-    search_space: dict[str, BaseDistribution] | None,
-    resources: Mapping[str, float] | None,
-    callbacks: list[Callback],
-    concurrency: int | None,
-) -> int:
+def _drive_detached(spec: RunSpec, callbacks: list[Callback], concurrency: int | None) -> int:
     """The driver of a detached run, as a task on the cluster."""
     secede()  # a driver waits; it must not hold a worker thread that a runner could use
-    client = dask_storage(study)._client = get_client()
-    tasks = _tasks(client, study, run_id, objective, catch, search_space, resources)
-    return len(_drive(Run(study, run_id), tasks, callbacks, concurrency, False).trials)
+    client = dask_storage(spec.study)._client = get_client()
+    return len(_drive(Run(spec.study, spec.run_id), _tasks(client, spec), callbacks, concurrency, False).trials)
 
 
 def _check_arguments(
@@ -378,6 +374,7 @@ def _check_arguments(
     catch: Sequence[type[Exception]] | type[Exception],
     retries: int,
     callbacks: Sequence[Callback] | None,
+    resources: Mapping[str, float] | None,
 ) -> tuple[type[BaseException], ...]:
     if not callable(objective):
         raise TypeError(f"objective must be callable, not {type(objective).__name__}.")
@@ -395,6 +392,15 @@ def _check_arguments(
     for callback in callbacks or ():
         if not callable(callback):
             raise TypeError(f"callbacks must be callables, not {callback!r}.")
+    if resources is not None and not (
+        isinstance(resources, Mapping)
+        and resources
+        and all(isinstance(k, str) and isinstance(v, (int, float)) and v > 0 for k, v in resources.items())
+    ):
+        raise ValueError(
+            f"resources must map Dask worker resource names to positive amounts, e.g. "
+            f"{{'GPU': 1}}, not {resources!r}."
+        )
     try:
         dumps(objective)
     except Exception as e:
@@ -406,22 +412,22 @@ def _check_arguments(
     return catches
 
 
-def dask_storage(study: optuna.Study) -> DaskStorage:
-    """The study's DaskStorage; ``ValueError`` saying how to get one if it has another."""
-    storage = study._storage  # Optuna offers no public accessor
-    if not isinstance(storage, DaskStorage):
-        raise ValueError(
-            f"dasktune.optimize needs a study stored in a dasktune.DaskStorage, not "
-            f"{type(storage).__name__}: create it with optuna.create_study(storage="
-            "dasktune.DaskStorage(), ...), or copy it there with optuna.copy_study(..., "
-            "to_storage=dasktune.DaskStorage())."
+def _check_search_space(search_space: dict[str, BaseDistribution] | None) -> None:
+    if search_space is not None and not (
+        isinstance(search_space, dict)
+        and search_space
+        and all(isinstance(d, BaseDistribution) for d in search_space.values())
+    ):
+        raise TypeError(
+            "search_space must be a non-empty dict of parameter name -> Optuna distribution "
+            f"(e.g. optuna.distributions.FloatDistribution(0, 1)), not {search_space!r}."
         )
-    return storage
 
 
 def _single_direction(study: optuna.Study) -> bool | None:
+    """Whether the single objective is maximized; ``None`` for several objectives."""
     directions = study.directions
-    return directions[0] == StudyDirection.MINIMIZE if len(directions) == 1 else None
+    return directions[0] == StudyDirection.MAXIMIZE if len(directions) == 1 else None
 
 
 def _finish_time(trial: FrozenTrial) -> float:

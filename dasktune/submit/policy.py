@@ -1,24 +1,44 @@
-"""What the submission layer does next, decided from plain data. Free of Dask.
+"""What a run does next, decided from plain data: pure functions, testable without a cluster.
 
-The driver (``driver.py``) owns the futures and talks to the cluster; these functions only
-look at a run's status (as the scheduler reports it), the runners alive and the slots of
-the cluster, so every decision can be tested without one.
+The driver and the runners talk to Dask and to the scheduler; these functions only look at
+a run's status (as the scheduler reports it), the runners alive, the slots of the cluster
+and a runner's pace, so every decision can be tested without one. The budget itself is
+the scheduler's (``status["can_claim"]``): nothing here restates it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Sequence
 import math
 from typing import Any
 
+#: How much work a runner claims ahead of need: trials of a cheap objective are claimed in
+#: batches worth this many seconds, so a round trip to the scheduler is not paid per trial.
+#: It bounds how stale other workers' results may be when a trial of the batch samples,
+#: and how long a claimed trial waits before it starts.
+CLAIM_AHEAD_SECONDS = 0.02
+#: Most trials claimed at once.
+MAX_BATCH = 64
+#: A runner asks for its next trials before it needs them (saving the round trip's wait)
+#: only when trials take less than this: for longer trials the wait is negligible, and the
+#: sampler is better served by results that are as fresh as possible.
+PREFETCH_BELOW_SECONDS = 0.05
 
-def can_start_trials(status: Mapping[str, Any]) -> bool:
-    """Whether the run may still start a trial: budget and time left, not stopped."""
-    if status["stopped"] is not None:
-        return False
-    if status["n_trials"] is not None and status["claimed"] >= status["n_trials"]:
-        return False
-    return status["time_left"] is None or status["time_left"] > 0
+
+#: How long the parameters of a slow trial may wait to be sent: about the time between two
+#: ``suggest`` calls of one objective, so that all its parameters leave together, at once.
+PROMPT_WRITE_SECONDS = 0.002
+
+
+def write_delay(seconds_per_trial: float | None) -> float | None:
+    """How long a runner's writes may wait for its next request (``None``: as long as the
+    storage's default). A slow trial's parameters go at once — other workers' samplers
+    then know what runs (Optuna's constant liar counts running trials) — while a cheap
+    trial's wait for the next claim, which is never far."""
+    if seconds_per_trial is not None and seconds_per_trial < PREFETCH_BELOW_SECONDS:
+        return None
+    return PROMPT_WRITE_SECONDS
 
 
 def runners_to_start(
@@ -30,7 +50,7 @@ def runners_to_start(
     trials that may still run. With no worker at all, one runner is still submitted: it
     waits on the scheduler, which is what lets ``cluster.adapt()`` scale up.
     """
-    if not can_start_trials(status):
+    if not status["can_claim"]:
         return 0
     target = max(slots, 1) if concurrency is None else concurrency
     if status["n_trials"] is not None:
@@ -43,13 +63,38 @@ def is_finished(status: Mapping[str, Any], alive: int) -> bool:
     return bool(status["done"]) and alive == 0
 
 
-def infeasible_values(values: Any, n_objectives: int) -> str | None:
-    """Why ``values`` returned by an objective cannot complete a trial (Optuna's own
-    messages), or ``None`` if they can."""
+def claim_size(seconds_per_trial: float | None) -> int:
+    """How many trials a runner claims at once, from its pace (``None``: not known yet)."""
+    if seconds_per_trial is None or seconds_per_trial >= CLAIM_AHEAD_SECONDS:
+        return 1
+    return max(1, min(MAX_BATCH, int(CLAIM_AHEAD_SECONDS / max(seconds_per_trial, 1e-6))))
+
+
+def ask_ahead(queued: int, seconds_per_trial: float | None) -> bool:
+    """Whether a runner with ``queued`` claimed trials left asks for its next ones now:
+    for short trials, once what it holds is worth less than half a batch of work, so the
+    answer arrives before the last one is done."""
+    if seconds_per_trial is None or seconds_per_trial >= PREFETCH_BELOW_SECONDS:
+        return False
+    return queued * seconds_per_trial < CLAIM_AHEAD_SECONDS / 2
+
+
+def invalid_values(values: Any, n_objectives: int) -> str | None:
+    """Why ``values`` returned by an objective cannot complete a trial, with Optuna's own
+    messages and rules (a sequence is taken element by element, as ``Study.optimize``
+    does), or ``None`` if they can.
+
+    A ``str`` is refused whole: Optuna takes it as a sequence of characters and, for one
+    like ``"1.5"``, raises from inside its own tell, leaving the trial RUNNING.
+    """
     if values is None:
         return "The value None could not be cast to float."
-    if isinstance(values, str) or not hasattr(values, "__len__"):
-        values = [values]
+    if isinstance(values, (str, bytes)):
+        return (
+            f"The value {values!r} is a {type(values).__name__}, not a number: an objective "
+            "returns a float, or a sequence of floats for several objectives"
+        )
+    values = values if isinstance(values, Sequence) else [values]
     errors = []
     for value in values:
         try:

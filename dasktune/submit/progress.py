@@ -7,11 +7,14 @@ own bar does; the best value so far in the postfix.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
+
+from dasktune.storage.replica import better
 
 
 class ProgressBar:
@@ -20,7 +23,7 @@ class ProgressBar:
     def __init__(self, enabled: bool, n_trials: int | None, timeout: float | None) -> None:
         self._bar: tqdm | None = None
         self._by_time = n_trials is None and timeout is not None
-        self._best: float | None = None
+        self._best: tuple[float, int] | None = None  # value, number
         if enabled:
             if self._by_time:
                 self._bar = tqdm(
@@ -31,19 +34,19 @@ class ProgressBar:
             else:
                 self._bar = tqdm(total=n_trials, unit="trial")
 
-    def update(self, trial: FrozenTrial, minimize: bool | None) -> None:
-        """Count ``trial`` as finished; ``minimize`` is None for multi-objective studies."""
+    def update(self, trial: FrozenTrial, maximize: bool | None) -> None:
+        """Count ``trial`` as finished; ``maximize`` is None for multi-objective studies."""
         if self._bar is None:
             return
-        if trial.state == TrialState.COMPLETE and minimize is not None:
+        if trial.state == TrialState.COMPLETE and maximize is not None:
             value = trial.values[0]
-            if self._best is None or (value < self._best if minimize else value > self._best):
-                self._best = value
+            if self._best is None or better(value, trial.number, *self._best, maximize):
+                self._best = (value, trial.number)
                 self._bar.set_postfix_str(f"best value: {value:.6g}", refresh=False)
         if not self._by_time:
             self._bar.update(1)
 
-    def tick(self, status: dict[str, Any]) -> None:
+    def tick(self, status: Mapping[str, Any]) -> None:
         """Move a bar that counts seconds to the run's elapsed time."""
         if self._bar is not None and self._by_time:
             self._bar.update(status["timeout"] - status["time_left"] - self._bar.n)

@@ -1,117 +1,231 @@
 """The trial runner: a long-lived Dask task that runs trials of one ``optimize`` call.
 
-One runner occupies one worker thread and loops: claim a trial from the scheduler (the
-claim enforces ``n_trials`` and ``timeout`` there), run the objective through Optuna's own
-``ask`` / ``tell``, repeat until the claim is refused. A trial costs one round trip to the
-scheduler: the claim, which also carries the previous trial's tell (see
-``DaskStorage._claim_trial``).
+One runner occupies one worker thread and loops: take the next trial it claimed from the
+scheduler (the claim enforces ``n_trials`` and ``timeout`` there), make Optuna's ``Trial``
+for it, run the objective, tell the result; until a claim is refused. The tell travels with
+the next claim, so a trial costs at most one round trip to the scheduler; for cheap
+objectives trials are claimed in batches and the next batch is asked for while the current
+trial runs (see :mod:`dasktune.submit.claims`), so a runner does not wait on the scheduler.
+
+Every way out of the loop leaves nothing behind: an objective's error fails its trial and,
+unless listed in ``catch``, ends the run (the error is raised at the caller); an error of
+the sampler or of Optuna's tell does the same; a ``BaseException`` (``SystemExit``,
+``KeyboardInterrupt``) aborts the run, failing its running trials, and reaches the caller
+with its type — it is returned, not raised, so it does not take the worker down.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+import contextlib
+from dataclasses import dataclass
+import threading
+import traceback
 from typing import Any
 
+from distributed import get_worker
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
+from dasktune import compat
 from dasktune.storage import DaskStorage
-from dasktune.storage.runs import FAIL_REASON
-from dasktune.submit.policy import infeasible_values
+from dasktune.storage.runs import GRACEFUL
+from dasktune.storage.wire import FAIL_REASON
+from dasktune.submit.claims import Claims
+from dasktune.submit.policy import invalid_values
+from dasktune.submit.policy import write_delay
 
 Objective = Callable[[optuna.Trial], Any]
 
 
-def run_trials(
-    study: optuna.Study,
-    objective: Objective,
-    run_id: str,
-    catch: tuple[type[BaseException], ...],
-) -> int:
-    """Run trials of ``run_id`` until its budget is spent; return how many this runner ran.
+@dataclass(frozen=True)
+class RunSpec:
+    """What every task of one run needs. One object, so that Dask passes it to a task as
+    it is (a tuple argument such as ``catch=(ValueError,)`` would be read as a task by
+    older distributed releases)."""
 
-    An error of the objective not listed in ``catch`` fails its trial and is raised, ending
-    this runner; the driver then stops the run.
+    study: optuna.Study
+    run_id: str
+    objective: Objective
+    catch: tuple[type[BaseException], ...]
+    resources: Mapping[str, float] | None = None
+    search_space: dict[str, BaseDistribution] | None = None
+
+
+@dataclass
+class Abort:
+    """A ``BaseException`` that ended a runner, returned to the driver to raise there."""
+
+    error: BaseException
+    traceback: str
+
+
+@dataclass
+class StopRun(Exception):
+    """Ends the run: ``error`` is raised at the caller, after the run ``outcome``."""
+
+    error: BaseException
+    outcome: str
+
+
+def run_trials(spec: RunSpec) -> int | Abort:
+    """Run trials of the run until its claims are refused; how many this runner ran.
+
+    An error that must stop the run (see the module docstring) is raised after the run is
+    ended on the scheduler — or returned as an :class:`Abort` for a ``BaseException``.
     """
-    storage = study._storage  # Optuna offers no public accessor
-    assert isinstance(storage, DaskStorage)
-    (index,) = storage._call([["register_runner", [run_id], None]])
-    if index > 0:
+    study, objective, run_id, catch = spec.study, spec.objective, spec.run_id, spec.catch
+    storage = dask_storage(study)
+    key = str(get_worker().get_current_task())
+    if storage.register_runner(run_id, key) > 0:
         # Each runner got the study pickled with the same sampler state: without this,
         # a seeded sampler would sample the same points in every runner.
         study.sampler.reseed_rng()
-    if isinstance(study.sampler, optuna.samplers.TPESampler):
-        # Parallel TPE: count running trials as bad ones so runners do not pile up on the
-        # same point (Optuna's constant liar; no public setter after construction).
-        study.sampler._constant_liar = True
-    # Lets the objective call study.stop(), as inside Study.optimize.
-    study._thread_local.in_optimize_loop = True
-    ran = 0
+    claims = Claims(storage, run_id, key)
+    ran, stop, current = 0, None, None
     try:
-        while True:
-            try:
-                trial_id = storage._claim_trial(run_id)
-            except UpdateFinishedTrialError:
-                # The previous trial's tell, sent with this claim, was refused: the trial was
-                # failed meanwhile (run aborted, trial stale). Nothing left to do for it.
-                continue
-            if trial_id is None:
-                return ran
-            trial = study.ask()
-            if trial._trial_id != trial_id:
-                raise RuntimeError(
-                    f"Optuna's ask() returned trial {trial._trial_id}, not the claimed "
-                    f"trial {trial_id}; this Optuna version is not supported."
-                )
-            with get_heartbeat_thread(trial_id, storage):
-                _run_trial(study, objective, trial, catch)
-            ran += 1
-            if study._stop_flag:
-                storage._call([["stop_run", [run_id, "study.stop() called"], None]])
+        with compat.optimize_loop(study):
+            for current in claims:
+                storage.send_writes_within(write_delay(claims.pace))
+                try:
+                    run_trial(study, storage, objective, current, catch)
+                except StopRun as e:
+                    if stop is None:  # the first error is the one the caller gets
+                        stop = e
+                        reason = f"{type(e.error).__name__} in a trial: {e.error}"
+                        storage.end_run(run_id, e.outcome, reason)
+                    if e.outcome not in GRACEFUL:
+                        break  # an abort failed every trial this runner holds
+                current = None
+                ran += 1
+                if compat.stop_requested(study):
+                    storage.end_run(run_id, "stopped", "study.stop() was called")
     finally:
-        study._thread_local.in_optimize_loop = False
-        storage._flush()
+        # Trials this runner claimed and will not run (it is being torn down by an error of
+        # its own) must not stay RUNNING: the run would never end.
+        leftover = claims.close() + ([current] if current is not None else [])
+        if leftover:
+            storage.release_trials(run_id, leftover, "its runner stopped before running it")
+        storage.end_runner()
+    if stop is None:
+        return ran
+    if isinstance(stop.error, Exception):
+        raise stop.error
+    return Abort(stop.error, "".join(traceback.format_exception(stop.error)))
 
 
-def _run_trial(
+def run_trial(
     study: optuna.Study,
+    storage: DaskStorage,
     objective: Objective,
-    trial: optuna.Trial,
+    trial_id: int,
     catch: tuple[type[BaseException], ...],
 ) -> None:
+    """Run one claimed trial to its end, as ``Study.optimize`` would; raise :class:`StopRun`
+    if the run must end for what happened."""
+    if not storage.run_trial(trial_id):
+        return  # failed on the scheduler before it started (its run was aborted)
     try:
-        values = objective(trial)
-    except Exception as e:
-        error = finish_trial(study, trial, error=e, catch=catch)
-    else:
-        error = finish_trial(study, trial, values=values)
-    if error is not None:
-        raise error
+        trial = compat.new_trial(study, trial_id)  # the sampler's before_trial runs here
+    except BaseException as e:
+        fail_trial(study, storage, trial_id, f"the sampler raised {type(e).__name__}: {e}")
+        raise StopRun(e, "failed" if isinstance(e, Exception) else "aborted") from e
+    with heartbeat(storage, trial_id):
+        try:
+            values = objective(trial)
+        except optuna.TrialPruned:
+            tell(study, storage, trial, state=TrialState.PRUNED)
+            return
+        except UpdateFinishedTrialError:
+            return  # its trial was failed elsewhere while it ran (its run was aborted)
+        except BaseException as e:
+            fail_trial(study, storage, trial_id, f"{type(e).__name__}: {e}")
+            if isinstance(e, Exception) and isinstance(e, catch):
+                return
+            raise StopRun(e, "failed" if isinstance(e, Exception) else "aborted") from e
+    tell(study, storage, trial, values)
 
 
-def finish_trial(
+def tell(
     study: optuna.Study,
+    storage: DaskStorage,
     trial: optuna.Trial,
     values: Any = None,
-    error: BaseException | None = None,
-    catch: tuple[type[BaseException], ...] = (),
-) -> BaseException | None:
-    """Tell ``trial``'s outcome as ``Study.optimize`` would: PRUNED for ``TrialPruned``,
-    FAIL (with the reason recorded) for an error or values Optuna cannot take, COMPLETE
-    otherwise. Returns ``error`` if the optimization must stop for it (not in ``catch``)."""
-    if isinstance(error, optuna.TrialPruned):
-        study.tell(trial, state=TrialState.PRUNED)
-        return None
-    reason = (
-        f"{type(error).__name__}: {error}"
-        if error is not None
-        else infeasible_values(values, len(study.directions))
-    )
-    if reason is None:
-        study.tell(trial, values)
-        return None
-    study._storage.set_trial_system_attr(trial._trial_id, FAIL_REASON, reason)
-    study.tell(trial, state=TrialState.FAIL)
-    return None if error is None or isinstance(error, catch) else error
+    state: TrialState | None = None,
+) -> None:
+    """Tell a trial's outcome as ``Study.optimize`` does: values Optuna cannot take FAIL
+    the trial (with Optuna's message as its reason) rather than raise. Raises
+    :class:`StopRun` if the sampler or Optuna raises."""
+    trial_id = compat.trial_id(trial)
+    if state is None:
+        reason = invalid_values(values, len(study.directions))
+        if reason is not None:
+            fail_trial(study, storage, trial_id, reason)
+            return
+    try:
+        if not storage.get_trial(trial_id).state.is_finished():
+            compat.tell(study, trial, values, state=state)
+    except UpdateFinishedTrialError:
+        pass  # failed elsewhere meanwhile (its run was aborted): nothing to tell
+    except Exception as e:  # the sampler's after_trial, or Optuna's own checks
+        raise StopRun(e, "failed") from e
+
+
+def fail_trial(study: optuna.Study, storage: DaskStorage, trial_id: int, reason: str) -> None:
+    """FAIL a trial this process runs, recording ``reason`` (the one way to fail a trial on
+    a worker; the scheduler records its own reasons the same way)."""
+    frozen = storage.get_trial(trial_id)
+    if frozen.state.is_finished():
+        return  # failed elsewhere meanwhile
+    try:
+        storage.set_trial_system_attr(trial_id, FAIL_REASON, reason)
+        compat.tell(study, frozen.number, state=TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        pass  # failed elsewhere meanwhile
+    except Exception as e:  # the sampler's after_trial: the trial is FAIL all the same
+        optuna.logging.get_logger("optuna.dasktune").warning(
+            f"Failing trial {frozen.number} ({reason}) raised {e!r} in the sampler."
+        )
+
+
+@contextlib.contextmanager
+def heartbeat(storage: DaskStorage, trial_id: int) -> Iterator[None]:
+    """Record the trial's heartbeat every ``heartbeat_interval`` while it runs, as Optuna's
+    ``Study.optimize`` does, if the storage has heartbeats."""
+    interval = storage.get_heartbeat_interval()
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is what the grace period is for
+                storage.record_heartbeat(trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"dasktune-heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def dask_storage(study: optuna.Study) -> DaskStorage:
+    """The study's DaskStorage; ``ValueError`` saying how to get one if it has another."""
+    storage = compat.study_storage(study)
+    if not isinstance(storage, DaskStorage):
+        raise ValueError(
+            f"dasktune.optimize needs a study stored in a dasktune.DaskStorage, not "
+            f"{type(storage).__name__}: create it with optuna.create_study(storage="
+            "dasktune.DaskStorage(), ...), or copy it there with optuna.copy_study(..., "
+            "to_storage=dasktune.DaskStorage())."
+        )
+    return storage

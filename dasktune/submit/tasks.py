@@ -13,136 +13,174 @@ same for either:
 from __future__ import annotations
 
 from collections.abc import Mapping
+import contextlib
 from typing import Any
 import uuid
 
+import distributed
 from distributed import Client
 from distributed import Future
 from distributed import KilledWorker
-from distributed import wait
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.distributions import CategoricalDistribution
+from optuna.distributions import FloatDistribution
+from optuna.distributions import IntDistribution
 
-from dasktune.storage import DaskStorage
+from dasktune import compat
 from dasktune.submit import policy
-from dasktune.submit.runner import finish_trial
+from dasktune.submit.runner import StopRun
+from dasktune.submit.runner import Abort
+from dasktune.submit.runner import fail_trial
 from dasktune.submit.runner import run_trials
+from dasktune.submit.runner import dask_storage
+from dasktune.submit.runner import RunSpec
+from dasktune.submit.runner import tell
 
 #: Longest wait for news before the driver looks around (interrupts, new workers).
 WATCH_SECONDS = 0.5
 
 
-class RunnerTasks:
-    """Trial runners: each claims and runs trials on its worker until the budget is spent."""
+class Tasks:
+    """The futures of one run's tasks."""
 
-    def __init__(
-        self,
-        client: Client,
-        study: optuna.Study,
-        run_id: str,
-        objective: Any,
-        catch: tuple[type[BaseException], ...],
-        resources: Mapping[str, float] | None,
-    ) -> None:
-        self.client, self.study, self.run_id = client, study, run_id
-        self.objective, self.catch, self.resources = objective, catch, resources
-        self.futures: dict[str, Future] = {}
+    def __init__(self, client: Client, spec: RunSpec) -> None:
+        self.client, self.spec = client, spec
+        self.futures: dict[str, Any] = {}
 
     @property
     def alive(self) -> int:
         return len(self.futures)
 
-    def wait(self) -> float:
-        """Seconds the driver may then wait on the scheduler for finished trials."""
+    def wait_here(self) -> float:
+        """Wait for what the tasks tell this process directly; how long the driver may
+        then wait on the scheduler for news."""
         return WATCH_SECONDS if self.futures else 0.0
 
-    def reap(self) -> BaseException | None:
-        """Forget the runners that ended; the first error among them, with its traceback.
+    def reap(self, wait: float = 0.0) -> BaseException | Abort | None:
+        """Forget the tasks that ended (waiting up to ``wait`` seconds for all to end); the
+        first error among them that must stop the run."""
+        if wait > 0 and self.futures:
+            with contextlib.suppress(distributed.TimeoutError):
+                distributed.wait(self._all_futures(), timeout=wait)
+        return self._reap()
 
-        A runner killed with its worker (``KilledWorker``) is no error of the objective:
-        the scheduler failed (and retried) its trial, and a new runner replaces it.
-        """
-        error = None
+    def _reap(self) -> BaseException | Abort | None:
+        raise NotImplementedError
+
+    def start(self, status: Mapping[str, Any], slots: int, concurrency: int | None) -> None:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Release the tasks (code already running in a worker thread finishes there)."""
+        self.client.cancel(list(self._all_futures()), force=True)
+        self.futures.clear()
+
+    def _all_futures(self) -> list[Future]:
+        return list(self.futures.values())
+
+
+class RunnerTasks(Tasks):
+    """Trial runners: each claims and runs trials on its worker until the budget is spent."""
+
+    futures: dict[str, Future]
+
+    def _reap(self) -> BaseException | Abort | None:
+        """A runner killed with its worker (``KilledWorker``) is no error of the objective:
+        the scheduler failed (and retried) its trial, and a new runner replaces it."""
+        error: BaseException | Abort | None = None
         for key, future in list(self.futures.items()):
-            if future.done():
-                del self.futures[key]
-                exc = future.exception() if future.status == "error" else None
-                if exc is not None and not isinstance(exc, KilledWorker) and error is None:
+            if not future.done():
+                continue
+            del self.futures[key]
+            if future.status == "error":
+                exc = future.exception()
+                if not isinstance(exc, KilledWorker) and error is None:
                     error = exc.with_traceback(future.traceback())
+            elif future.status == "finished" and error is None:
+                result = future.result()
+                if isinstance(result, Abort):
+                    error = result
         return error
 
     def start(self, status: Mapping[str, Any], slots: int, concurrency: int | None) -> None:
+        spec = self.spec
         for _ in range(policy.runners_to_start(status, self.alive, slots, concurrency)):
-            key = f"dasktune-{self.run_id}-runner-{uuid.uuid4().hex[:8]}"
+            key = f"dasktune-{spec.run_id}-runner-{uuid.uuid4().hex[:8]}"
             self.futures[key] = self.client.submit(
-                run_trials, self.study, self.objective, self.run_id, self.catch, key=key,
-                pure=False, resources=self.resources,
+                run_trials, spec, key=key, pure=False, resources=spec.resources
             )
 
-    def cancel(self) -> None:
-        self.client.cancel(list(self.futures.values()), force=True)
-        self.futures.clear()
 
-
-class TrialTasks:
+class TrialTasks(Tasks):
     """Trials asked here, evaluated as one task each, told here."""
 
-    def __init__(
-        self,
-        client: Client,
-        study: optuna.Study,
-        run_id: str,
-        objective: Any,
-        catch: tuple[type[BaseException], ...],
-        resources: Mapping[str, float] | None,
-        search_space: dict[str, BaseDistribution],
-    ) -> None:
-        self.client, self.study, self.run_id = client, study, run_id
-        self.objective, self.catch, self.resources = objective, catch, resources
-        self.search_space = search_space
-        self.futures: dict[str, tuple[Future, optuna.Trial]] = {}
+    futures: dict[str, tuple[Future, optuna.Trial]]  # type: ignore[assignment]
 
-    @property
-    def alive(self) -> int:
-        return len(self.futures)
+    def _all_futures(self) -> list[Future]:
+        return [future for future, _ in self.futures.values()]
 
-    def wait(self) -> float:
+    def wait_here(self) -> float:
         if self.futures:
-            futures = [future for future, _ in self.futures.values()]
-            wait(futures, timeout=WATCH_SECONDS, return_when="FIRST_COMPLETED")
+            with contextlib.suppress(distributed.TimeoutError):
+                distributed.wait(self._all_futures(), timeout=WATCH_SECONDS, return_when="FIRST_COMPLETED")
         return 0.0
 
-    def reap(self) -> BaseException | None:
+    def _reap(self) -> BaseException | Abort | None:
         """Tell the trials whose evaluation ended; the first error that must stop the run."""
+        study, storage = self.spec.study, dask_storage(self.spec.study)
         stop = None
         for key, (future, trial) in list(self.futures.items()):
             if not future.done():
                 continue
             del self.futures[key]
-            if future.status == "error":
-                error = future.exception().with_traceback(future.traceback())
-                outcome = finish_trial(self.study, trial, error=error, catch=self.catch)
-            else:
-                outcome = finish_trial(self.study, trial, values=future.result())
-            stop = stop or outcome
+            try:
+                if future.status == "error":
+                    error = future.exception().with_traceback(future.traceback())
+                    fail_trial(study, storage, compat.trial_id(trial), f"{type(error).__name__}: {error}")
+                    if not isinstance(error, self.spec.catch):
+                        stop = stop or error
+                else:
+                    tell(study, storage, trial, future.result())
+            except StopRun as e:
+                stop = stop or e.error
         return stop
 
     def start(self, status: Mapping[str, Any], slots: int, concurrency: int | None) -> None:
-        storage = self.study._storage
-        assert isinstance(storage, DaskStorage)
+        spec = self.spec
+        assert spec.search_space is not None
+        storage = dask_storage(spec.study)
         for _ in range(policy.runners_to_start(status, self.alive, slots, concurrency)):
-            if storage._claim_trial(self.run_id) is None:
+            claimed = storage.claim_trials(spec.run_id, None, 1)
+            if not claimed:
                 return
-            trial = self.study.ask(fixed_distributions=self.search_space)
-            storage._release_claim()  # this thread reads fresh again (callbacks run here)
-            key = f"dasktune-{self.run_id}-trial-{trial.number}"
-            self.futures[key] = (
-                self.client.submit(
-                    self.objective, trial.params, key=key, pure=False, resources=self.resources
-                ),
-                trial,
+            (trial_id,) = claimed
+            if not storage.run_trial(trial_id, runner=False):
+                continue  # failed on the scheduler since the claim (its run was aborted)
+            trial = compat.new_trial(spec.study, trial_id)
+            for name, distribution in spec.search_space.items():
+                suggest(trial, name, distribution)
+            key = f"dasktune-{spec.run_id}-trial-{trial.number}"
+            future = self.client.submit(
+                spec.objective, trial.params, key=key, pure=False, resources=spec.resources
             )
+            self.futures[key] = (future, trial)
 
-    def cancel(self) -> None:
-        self.client.cancel([future for future, _ in self.futures.values()], force=True)
-        self.futures.clear()
+
+def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    """Suggest ``name`` from ``distribution`` through the trial's public API (what
+    ``Study.ask(fixed_distributions=...)`` does)."""
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    raise TypeError(
+        f"Parameter {name!r}: search_space takes FloatDistribution, IntDistribution or "
+        f"CategoricalDistribution, not {type(distribution).__name__}."
+    )

@@ -7,6 +7,7 @@ error can name its key (:meth:`Domain.check`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 import math
@@ -93,11 +94,20 @@ class Integer(Domain):
 
 @dataclass(frozen=True)
 class Categorical(Domain):
+    """A choice among categories of any kind: values Optuna cannot hold (lists, tuples,
+    dicts, objects) are chosen by their index, and the index is mapped back to the value."""
+
     categories: tuple[Any, ...]
 
     def check(self, key: str) -> None:
         if not self.categories:
             raise ValueError(f"{key}: choice() needs at least one category.")
+        for index, category in enumerate(self.categories):
+            if not isinstance(category, Mapping) and holds_domain(category):
+                raise ValueError(
+                    f"{key}/{index}: a domain that is a choice, or inside a list, is never sampled; "
+                    "put it in a dict (a choice among dicts samples the chosen one)."
+                )
 
     @property
     def plain(self) -> bool:
@@ -111,6 +121,17 @@ class Categorical(Domain):
 
     def from_param(self, value: Any) -> Any:
         return value if self.plain else self.categories[value]
+
+
+def holds_domain(value: Any) -> bool:
+    """Whether ``value`` is, or has inside lists, tuples or dicts, a domain."""
+    if isinstance(value, Domain):
+        return True
+    if isinstance(value, Mapping):
+        return any(holds_domain(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(holds_domain(v) for v in value)
+    return False
 
 
 def _check_bounds(key: str, low: float, high: float, log: bool, allow_equal: bool = False) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 import math
@@ -69,9 +70,14 @@ def report(_metric: Any = None, **metrics: Any) -> None:
 
 
 def plain(value: Any) -> Any:
-    """A JSON-friendly form of a reported value (numpy scalars become Python numbers)."""
+    """A JSON-friendly form of a reported value: lists and dicts are kept, numpy scalars and
+    arrays become Python numbers and lists, anything else its ``str``."""
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
-    if hasattr(value, "item"):
-        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy: .item() would fail on an array
+        return plain(value.tolist())
     return str(value)

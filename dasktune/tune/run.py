@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 from dasktune.storage import DaskStorage
-from dasktune.storage.runs import FAIL_REASON
+from dasktune.storage.wire import FAIL_REASON
 from dasktune.submit import optimize
 from dasktune.tune import reporting
 from dasktune.tune.analysis import Constraint
@@ -75,12 +75,35 @@ class Trainable:
         elif returned is not None:
             result = {**result, self.metric: reporting.plain(returned)}
         trial.set_user_attr(reporting.RESULT, result)
-        if self.metric not in result:
-            raise ValueError(
-                f"The training function's result {sorted(result)} has no metric "
-                f"{self.metric!r}: return or tune.report() it, or pass metric= one of its keys."
-            )
-        return float(result[self.metric])
+        return metric_value(result, self.metric)
+
+
+def metric_value(result: Mapping[str, Any], metric: str) -> float:
+    """The value of ``metric`` in a training function's ``result``.
+
+    Raises:
+        ValueError: ``result`` has no ``metric``, or its value is not a number; the message
+            names the metrics ``result`` has.
+    """
+    if metric not in result and result:
+        raise ValueError(
+            f"metric={metric!r}: the training function reported {sorted(result)}, not "
+            f"{metric!r}. Pass metric= one of those, or return / tune.report() {metric!r}."
+        )
+    if metric not in result:
+        raise ValueError(
+            f"metric={metric!r}: the training function reported nothing. Return a number or a "
+            "dict of metrics, or call tune.report(...)."
+        )
+    value = result[metric]
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"metric={metric!r}: the training function gave {metric!r} = {value!r} "
+            f"({type(value).__name__}), not a number. Return a number, or a dict of metrics "
+            f"whose {metric!r} is a number."
+        ) from None
 
 
 def run(
@@ -123,7 +146,9 @@ def run(
 
     Raises:
         ValueError: An argument is invalid (the message names it), or a domain of
-            ``config`` is (naming its key).
+            ``config`` is (naming its key); or, when the first such trial ends, a trial's
+            result has no ``metric`` or a value of it that is not a number (naming the
+            metrics it reported). Its trials stay in the study.
         RuntimeError: ``max_failure`` consecutive trials failed; the message has the last
             error.
     """
@@ -199,7 +224,7 @@ def run(
         for point in points:
             study.enqueue_trial(space.to_params(point))
 
-    failures = _ConsecutiveFailures(max_failure)
+    failures = _Failures(metric, max_failure)
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.WARNING)
     try:
@@ -216,11 +241,8 @@ def run(
         )
     finally:
         optuna.logging.set_verbosity(level)
-    if failures.last is not None and failures.tripped:
-        raise RuntimeError(
-            f"tune.run stopped after {max_failure} consecutive failed trials; the last one "
-            f"(#{failures.last.number}) failed with: {failures.reason}"
-        )
+    if failures.error is not None:
+        raise failures.error
 
     def config_of(trial: FrozenTrial) -> Any:
         with contextlib.suppress(ValueError):  # a trial that failed before it was sampled
@@ -251,24 +273,33 @@ def _pruner(
     )
 
 
-class _ConsecutiveFailures:
-    """Stops the study after ``limit`` failed trials in a row (FLAML's ``max_failure``)."""
+class _Failures:
+    """Stops the study on failures that would go on: at the first trial whose result has
+    no usable ``metric`` (every trial would fail alike), or after ``limit`` failed trials
+    in a row (FLAML's ``max_failure``). ``error`` is then what ``tune.run`` raises."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.count, self.tripped = limit, 0, False
-        self.last: FrozenTrial | None = None
-
-    @property
-    def reason(self) -> str:
-        assert self.last is not None
-        return str(self.last.system_attrs.get(FAIL_REASON, "unknown error"))
+    def __init__(self, metric: str, limit: int) -> None:
+        self.metric, self.limit, self.count = metric, limit, 0
+        self.error: Exception | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state != TrialState.FAIL:
             self.count = 0
             return
-        self.count, self.last = self.count + 1, trial
-        if self.count >= self.limit and not self.tripped:
-            self.tripped = True
+        self.count += 1
+        if self.error is not None:
+            return
+        result = trial.user_attrs.get(reporting.RESULT)  # set only once the function returned
+        if result is not None:
+            try:
+                metric_value(result, self.metric)
+            except ValueError as e:
+                self.error = ValueError(f"tune.run stopped at trial #{trial.number}: {e}")
+        if self.error is None and self.count >= self.limit:
+            reason = trial.system_attrs.get(FAIL_REASON, "unknown error")
+            self.error = RuntimeError(
+                f"tune.run stopped after {self.limit} consecutive failed trials; the last one "
+                f"(#{trial.number}) failed with: {reason}"
+            )
+        if self.error is not None:
             study.stop()
-

@@ -1,7 +1,8 @@
 """A nested config of domains and constants, sampled define-by-run with an Optuna trial.
 
-Parameter names are the keys' paths joined with ``/`` (``model/layers``); a choice among
-dicts is an Optuna categorical of the dicts' indices, and the chosen dict is sampled under
+Parameter names are the keys' paths joined with ``/`` (``model/layers``). A choice among
+values Optuna cannot hold (lists, dicts, objects) is an Optuna categorical of their indices,
+mapped back to the value in the config; a chosen dict is itself sampled, under
 ``<path>/<index>/...``, so each branch has parameters of its own.
 """
 
@@ -14,6 +15,7 @@ from optuna.trial import BaseTrial
 
 from dasktune.tune.domains import Categorical
 from dasktune.tune.domains import Domain
+from dasktune.tune.domains import holds_domain
 
 SEP = "/"
 
@@ -52,6 +54,11 @@ def _check(config: Mapping[str, Any], prefix: str) -> None:
                         _check(category, f"{path}{SEP}{index}{SEP}")
         elif isinstance(value, Mapping):
             _check(value, path + SEP)
+        elif holds_domain(value):
+            raise ValueError(
+                f"{path}: a domain inside a list is never sampled; use a dict of domains, or "
+                "tune.choice() of whole lists."
+            )
 
 
 def _sample(config: Mapping[str, Any], trial: BaseTrial, prefix: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from dasktune.tune.domains import Categorical
 from dasktune.tune.domains import Domain
 from dasktune.tune.domains import Float
 from dasktune.tune.domains import Integer
+from dasktune.tune.domains import holds_domain
 
 T = TypeVar("T", bound=type)
 _DOMAINS = "__dasktune_space__"
@@ -68,8 +69,11 @@ def _check_field(key: str, hint: Any, value: Any) -> None:
     if isinstance(value, Domain):
         value.check(key)
         if isinstance(value, Categorical):
-            if not value.plain:
-                raise ValueError(f"{key}: a typed field's choices must be plain values (numbers, strings, bools).")
+            if any(holds_domain(c) for c in value.categories):
+                raise ValueError(
+                    f"{key}: a typed field's choices are values, not search spaces; nest spaces "
+                    "in a dict config (tune.run(train, {...}))."
+                )
             wrong = [c for c in value.categories if not _fits(hint, c)]
             if wrong:
                 raise ValueError(f"{key}: choices {wrong!r} are not of the field's type {_name(hint)}.")

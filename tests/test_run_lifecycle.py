@@ -1,0 +1,354 @@
+"""Every way a run of ``dasktune.optimize`` can end, on real clusters: it returns or raises
+promptly at the caller, no trial stays RUNNING, and the runners leave the worker threads."""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+from distributed import Client
+from distributed import LocalCluster
+from distributed import wait
+import optuna
+from optuna.trial import TrialState
+import psutil
+import pytest
+
+from conftest import ProcessCluster
+from conftest import wait_for
+import dasktune
+from dasktune import DaskStorage
+from dasktune.storage.wire import FAIL_REASON
+from dasktune.storage.wire import PLUGIN_NAME
+
+pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and distributed
+
+#: Longest a run may take to end once something ended it (the issue's bound).
+ENDS_WITHIN = 30.0
+
+
+def quick(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -10, 10)
+    time.sleep(0.01)
+    return x**2
+
+
+def slow(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -10, 10)
+    time.sleep(0.2)
+    return x**2
+
+
+def returns_a_str(trial: optuna.Trial) -> str:
+    trial.suggest_float("x", 0, 1)
+    return "1.5"
+
+
+def exits(trial: optuna.Trial) -> float:
+    trial.suggest_float("x", 0, 1)
+    raise SystemExit(3)
+
+
+class Halt(BaseException):
+    """A BaseException that is neither SystemExit nor KeyboardInterrupt."""
+
+
+def halts(trial: optuna.Trial) -> float:
+    trial.suggest_float("x", 0, 1)
+    raise Halt("halt")
+
+
+class SamplerBreaksBeforeTrial(optuna.samplers.RandomSampler):
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        raise RuntimeError("sampler broke in before_trial")
+
+
+class SamplerBreaksWhenSampling(optuna.samplers.RandomSampler):
+    def sample_independent(self, *args, **kwargs):
+        raise RuntimeError("sampler broke in sample_independent")
+
+
+def assert_threads_free(client: Client) -> None:
+    """Two ordinary 1 s tasks on the cluster's single-thread workers finish within 15 s:
+    no runner still holds a worker thread."""
+    futures = [client.submit(time.sleep, 1, pure=False) for _ in range(2)]
+    done, not_done = wait(futures, timeout=15)
+    assert not not_done, "a worker thread is still held after the run ended"
+
+
+def assert_nothing_running(study: optuna.Study) -> None:
+    running = [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]
+    assert running == [], f"trials {running} stayed RUNNING"
+
+
+@pytest.fixture
+def busy_machine():
+    """Two processes spinning on the CPU for the length of the test (the machine has two
+    cores): workers connect and answer late, as on a loaded machine."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    yield
+    for burner in burners:
+        burner.kill()
+        burner.wait()
+
+
+@pytest.mark.parametrize("n_workers, threads", [(2, 16), (4, 8)])
+def test_many_thread_workers_on_a_busy_machine_finish_exact_budgets(
+    busy_machine, n_workers: int, threads: int
+) -> None:
+    n_trials = 2 * n_workers * threads
+    for _ in range(5):  # each a fresh cluster: first connections are where it broke
+        with LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster, Client(cluster) as client:
+            study = optuna.create_study(storage=DaskStorage(client=client))
+            run = dasktune.optimize(study, quick, n_trials=n_trials, client=client)
+            assert len(run.trials) == n_trials
+            assert len(study.get_trials(states=(TrialState.COMPLETE,))) == n_trials
+            assert len(study.trials) == n_trials
+
+
+def test_a_str_value_fails_its_trials_and_the_run_ends(client: Client) -> None:
+    study = optuna.create_study(storage=DaskStorage())
+    start = time.monotonic()
+    run = dasktune.optimize(study, returns_a_str, n_trials=4)
+    assert time.monotonic() - start < ENDS_WITHIN
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 4
+    assert "'1.5' is a str" in study.trials[0].system_attrs[FAIL_REASON]
+    assert run.status()["outcome"] == "finished"
+    assert_threads_free(client)
+
+
+@pytest.mark.parametrize("objective, error", [(exits, SystemExit), (halts, Halt)])
+def test_a_base_exception_stops_the_run_and_reaches_the_caller_with_its_type(
+    client: Client, objective, error: type[BaseException]
+) -> None:
+    study = optuna.create_study(storage=DaskStorage())
+    start = time.monotonic()
+    with pytest.raises(error):
+        dasktune.optimize(study, objective, n_trials=20)
+    assert time.monotonic() - start < ENDS_WITHIN
+    assert_nothing_running(study)
+    assert len(study.trials) < 20  # it stopped the run
+    assert f"{error.__name__}" in study.trials[0].system_attrs[FAIL_REASON]
+    assert dasktune.attach(study).status()["outcome"] == "aborted"
+    assert_threads_free(client)
+    # The worker survived it: no restart, the same workers as before.
+    assert len(client.scheduler_info()["workers"]) == 2
+
+
+@pytest.mark.parametrize("sampler", [SamplerBreaksBeforeTrial, SamplerBreaksWhenSampling])
+def test_a_sampler_that_raises_ends_the_run_and_raises_at_the_caller(client: Client, sampler) -> None:
+    study = optuna.create_study(storage=DaskStorage(), sampler=sampler())
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="sampler broke"):
+        dasktune.optimize(study, quick, n_trials=20)
+    assert time.monotonic() - start < ENDS_WITHIN
+    assert_nothing_running(study)
+    assert all(t.state == TrialState.FAIL for t in study.trials)
+    assert "sampler broke" in study.trials[0].system_attrs[FAIL_REASON]
+    assert_threads_free(client)
+
+
+def test_a_study_deleted_by_another_client_ends_the_run_with_a_clear_error(
+    client: Client, cluster: LocalCluster
+) -> None:
+    storage = DaskStorage()
+    study = optuna.create_study(storage=storage, study_name="doomed")
+
+    def delete_after_three(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.number == 2:
+            with Client(cluster, set_as_default=False) as other:
+                optuna.delete_study(
+                    study_name="doomed", storage=DaskStorage(name=storage.name, client=other, register=False)
+                )
+
+    start = time.monotonic()
+    with pytest.raises(KeyError, match="Study 'doomed' was deleted while dasktune.optimize ran"):
+        dasktune.optimize(study, slow, n_trials=50, callbacks=[delete_after_three])
+    assert time.monotonic() - start < ENDS_WITHIN
+    assert "doomed" not in [s.study_name for s in storage.get_all_studies()]
+    assert_threads_free(client)
+
+
+def test_cancel_from_another_process_ends_an_attached_run(client: Client) -> None:
+    study = optuna.create_study(storage=DaskStorage())
+    threading.Timer(1.0, lambda: dasktune.attach(study).cancel("enough")).start()
+    start = time.monotonic()
+    run = dasktune.optimize(study, slow, n_trials=None)
+    assert time.monotonic() - start < 1.0 + ENDS_WITHIN
+    status = run.status()
+    assert status["outcome"] == "cancelled" and status["stopped"] == "enough"
+    assert_nothing_running(study)
+    assert_threads_free(client)
+
+
+_DRIVER = textwrap.dedent(
+    """
+    import sys, time
+    import optuna
+    from distributed import Client
+    import dasktune
+    from test_run_lifecycle import quick, slow
+
+    address, name, mode = sys.argv[1:]
+    client = Client(address)
+    study = optuna.create_study(storage=dasktune.DaskStorage(name=name), study_name="s")
+    if mode == "attached":
+        dasktune.optimize(study, quick, n_trials=None)
+    else:
+        run = dasktune.optimize(study, slow, n_trials=30, detach=True)
+        print(run.run_id, flush=True)
+        time.sleep(3600)
+    """
+)
+
+
+def _driver(cluster: ProcessCluster, name: str, mode: str) -> subprocess.Popen:
+    script = cluster.workdir / "driver.py"
+    script.write_text(_DRIVER)
+    return cluster.spawn([sys.executable, str(script), cluster.address, name, mode], f"driver-{mode}.log")
+
+
+def test_a_killed_client_orphans_its_attached_run(process_cluster: ProcessCluster) -> None:
+    driver = _driver(process_cluster, "orphan", "attached")
+    with process_cluster.client() as client:
+        storage = DaskStorage(name="orphan", client=client, register=False)
+        study = wait_for(lambda: _load(storage), timeout=60, message="the driver's study")
+        wait_for(lambda: len(study.trials) > 20, timeout=60, message="trials to run")
+        process_cluster.kill(driver)
+        start = time.monotonic()
+        (status,) = wait_for(
+            lambda: [s for s in storage.find_runs(study._study_id) if s["done"]],
+            timeout=ENDS_WITHIN,
+            message="the run to end once its client died",
+        )
+        assert status["outcome"] == "orphaned" and "left" in status["stopped"]
+        count = len(study.trials)
+        time.sleep(1.0)  # the study must have stopped growing, not be about to
+        assert len(study.trials) == count
+        assert time.monotonic() - start < ENDS_WITHIN
+        assert_nothing_running(study)
+        futures = [client.submit(time.sleep, 0.5, pure=False) for _ in range(2)]
+        assert not wait(futures, timeout=15).not_done, "a worker thread is still held"
+
+
+def test_a_detached_run_survives_its_client_and_finishes_exactly(process_cluster: ProcessCluster) -> None:
+    driver = _driver(process_cluster, "detached", "detached")
+    with process_cluster.client() as client:
+        storage = DaskStorage(name="detached", client=client, register=False)
+        study = wait_for(lambda: _load(storage), timeout=60, message="the driver's study")
+        wait_for(lambda: len(study.trials) > 2, timeout=60, message="trials to run")
+        process_cluster.kill(driver)
+        run = dasktune.attach(study).wait()
+        assert run.status()["outcome"] == "finished"
+        assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 30
+        assert_nothing_running(study)
+
+
+def _load(storage: DaskStorage) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name="s", storage=storage)
+    except (KeyError, RuntimeError):  # the driver has not made it (or the plugin) yet
+        return None
+
+
+def test_a_worker_removed_after_a_deletion_still_fails_and_retries_other_studies_trials(
+    process_cluster: ProcessCluster,
+) -> None:
+    with process_cluster.client() as client:
+        storage = DaskStorage(name="two")
+        kept = optuna.create_study(storage=storage, study_name="kept")
+        doomed = optuna.create_study(storage=storage, study_name="doomed")
+        # One thread each, so that neither run can finish or starve the other before the
+        # deletion and the worker's removal happen in that order.
+        run = dasktune.optimize(kept, slow, n_trials=20, concurrency=1, detach=True)
+        dasktune.optimize(doomed, slow, n_trials=None, concurrency=1, detach=True)
+        wait_for(lambda: len(doomed.trials) >= 2, message="the doomed study to run")
+        optuna.delete_study(study_name="doomed", storage=storage)
+        running = wait_for(
+            lambda: kept.get_trials(states=(TrialState.RUNNING,)), message="a kept trial running"
+        )
+        address = storage.get_trial_worker(running[0]._trial_id)
+        pid = client.run(os.getpid, workers=[address])[address]
+        os.kill(pid, signal.SIGKILL)
+        process_cluster.start_worker()
+        run.wait()
+        trials = kept.get_trials()
+        assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 20
+        lost = [t for t in trials if t.state == TrialState.FAIL]
+        assert lost and all("died while running" in t.system_attrs[FAIL_REASON] for t in lost)
+        assert all(
+            any(t.system_attrs.get("failed_trial") == f.number for t in trials) for f in lost
+        ), "every lost trial was retried"
+        assert_nothing_running(kept)
+
+
+def test_dropped_storages_leave_no_thread_behind(client: Client) -> None:
+    before = threading.active_count()
+    for _ in range(100):
+        storage = DaskStorage()
+        study = optuna.create_study(storage=storage)
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)  # a write held back for the flusher
+        study.tell(trial, 1.0)
+        del storage, study, trial
+    gc.collect()
+    wait_for(
+        lambda: threading.active_count() <= before + 2,
+        timeout=10,
+        message=f"threads to end ({threading.active_count()} alive, {before} before)",
+    )
+
+
+def _scheduler_rss(dask_scheduler) -> int:
+    gc.collect()
+    return psutil.Process().memory_info().rss
+
+
+def _plugin_records(dask_scheduler) -> dict:
+    plugin = dask_scheduler.plugins[PLUGIN_NAME]
+    host = plugin.hosts["many"]
+    return {"runs": len(host.runs.runs), "studies": len(host.store.dump()), "trials": len(host.store._trials)}
+
+
+def test_many_short_runs_on_one_scheduler_leave_no_record(tmp_path: Path, monkeypatch) -> None:
+    """What dasktune keeps grows with nothing but live runs. Dask's own bounded debugging
+    logs (by default the last 100,000 transitions, and messages sent to each worker with
+    the tasks they carry) are shortened for this scheduler, so that what grows is ours."""
+    monkeypatch.setenv("DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH", "10")
+    cluster = ProcessCluster(tmp_path)
+    try:
+        cluster.start_scheduler()
+        cluster.start_worker()
+        cluster.start_worker()
+        cluster.wait_for_workers(2)
+        with cluster.client() as client:
+            storage = DaskStorage(name="many")
+
+            def one_run(i: int) -> None:
+                study = optuna.create_study(storage=storage, study_name=f"s{i}")
+                dasktune.optimize(study, quick, n_trials=1)
+                optuna.delete_study(study_name=f"s{i}", storage=storage)
+
+            for i in range(100):  # warm up: imports, caches, connections
+                one_run(i)
+            before = client.run_on_scheduler(_scheduler_rss)
+            for i in range(100, 1100):
+                one_run(i)
+            grown = client.run_on_scheduler(_scheduler_rss) - before
+            assert grown < 10 * 2**20, f"the scheduler grew {grown / 2**20:.1f} MiB over 1,000 runs"
+            assert client.run_on_scheduler(_plugin_records) == {"runs": 0, "studies": 0, "trials": 0}
+    finally:
+        cluster.close()
