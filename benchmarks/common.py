@@ -63,6 +63,7 @@ class Result:
     start: float
     stamps: list[float] = field(default_factory=list)
     note: str = ""
+    end: float | None = None  # when the call returned, if it was timed (else the last stamp)
 
     @property
     def n(self) -> int:
@@ -70,7 +71,7 @@ class Result:
 
     @property
     def wall(self) -> float:
-        return self.stamps[-1] - self.start
+        return (self.end if self.end is not None else self.stamps[-1]) - self.start
 
     @property
     def trials_per_s(self) -> float:

@@ -93,7 +93,7 @@ async def _runner(address: str, name: str, study_id: int, epoch: str, until: flo
                 if reply["error"] is not None:
                     raise RuntimeError(reply["error"])
                 for delta in reply["deltas"]:
-                    cursor = delta[1]
+                    cursor = delta["cursor"]
                 if batch == 0:
                     trial_id = reply["results"][0]
                     ops = [

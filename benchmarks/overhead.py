@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Iterator
+import bisect
 import contextlib
 import socket
 import tempfile
@@ -56,14 +57,17 @@ PEERS = [IN_PROCESS, SEED, JOURNAL, GRPC, DASKTUNE_SUBMIT, DASKTUNE_OPTIMIZE]
 
 
 class _Deadline:
-    """An Optuna callback: stamp each finished trial; stop the study past ``deadline``."""
+    """An Optuna callback: stamp each finished trial with the time it completed (callbacks
+    of a distributed run see trials in batches, after the fact); stop the study past
+    ``deadline``."""
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.stamps: list[float] = []
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.stamps.append(time.time())
+        done = trial.datetime_complete
+        bisect.insort(self.stamps, time.time() if done is None else done.timestamp())
         if time.time() > self.deadline:
             study.stop()
 
@@ -79,7 +83,7 @@ def in_process(client: None, sampler: str, n: int, cap: float) -> Result:
     start = time.time()
     stamp = _Deadline(start + cap)
     study.optimize(objective, n_trials=n, callbacks=[stamp])
-    return _capped(Result(IN_PROCESS, sampler, n, start, stamp.stamps), n)
+    return _capped(Result(IN_PROCESS, sampler, n, start, stamp.stamps, end=time.time()), n)
 
 
 def _submitted(client: Client, config: str, storage: BaseStorage, sampler: str, n: int, cap: float) -> Result:
@@ -110,27 +114,30 @@ def dasktune_optimize(client: Client, sampler: str, n: int, cap: float) -> Resul
     start = time.time()
     stamp = _Deadline(float("inf"))
     dasktune.optimize(study, objective, n_trials=n, timeout=cap, callbacks=[stamp], client=client)
+    end = time.time()
     if stamp.stamps and len(stamp.stamps) == n:
         check_complete(study, n)
-    return _capped(Result(DASKTUNE_OPTIMIZE, sampler, n, start, stamp.stamps), n)
+    return _capped(Result(DASKTUNE_OPTIMIZE, sampler, n, start, stamp.stamps, end=end), n)
 
 
-def _optimize_share(make_storage: Callable[[], BaseStorage], name: str, sampler: str, n: int, deadline: float) -> list[float]:
+def _optimize_share(make_storage: Callable[[], BaseStorage], name: str, sampler: str, n: int, deadline: float,
+                    function: Callable[[optuna.Trial], float] = objective) -> list[float]:
     """A worker's share of a peer that runs ``study.optimize`` on each worker."""
     quiet()
     study = optuna.load_study(study_name=name, storage=make_storage(), sampler=make_sampler(sampler))
     stamp = _Deadline(deadline)
-    study.optimize(objective, n_trials=n, callbacks=[stamp])
+    study.optimize(function, n_trials=n, callbacks=[stamp])
     return stamp.stamps
 
 
-def _shared(client: Client, config: str, make_storage: Callable[[], BaseStorage], sampler: str, n: int, cap: float) -> Result:
+def _shared(client: Client, config: str, make_storage: Callable[[], BaseStorage], sampler: str, n: int, cap: float,
+            function: Callable[[optuna.Trial], float] = objective) -> Result:
     study = optuna.create_study(storage=make_storage())
     slots = sum(client.nthreads().values())
     shares = [n // slots + (i < n % slots) for i in range(slots)]
     start = time.time()
     futures = [
-        client.submit(_optimize_share, make_storage, study.study_name, sampler, k, start + cap, pure=False)
+        client.submit(_optimize_share, make_storage, study.study_name, sampler, k, start + cap, function, pure=False)
         for k in shares
     ]
     stamps = sorted(s for part in client.gather(futures) for s in part)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks import cheap
 from benchmarks.common import Result
 from benchmarks.growth import Memory
 from benchmarks.load import Load
@@ -13,6 +14,7 @@ from benchmarks.overhead import DASKTUNE_SUBMIT
 from benchmarks.overhead import PEERS
 from benchmarks.overhead import SEED
 from benchmarks.scaling import Point
+from benchmarks.startup import Startup
 
 #: The floors of the benchmark issue.
 SEED_FLOORS = {"Random": 10.0, "TPE": 5.0}
@@ -21,6 +23,9 @@ EFFICIENCY_FLOOR = 0.9
 RANDOM_FLOOR = 1000.0  # trials/s of dasktune.optimize at N=2000
 QUARTER_CEILING = 1.05  # wall / ideal, 80 trials of 0.25 s on 2 workers
 OPS_FLOOR, P99_CEILING_MS, SUBMIT_CEILING_MS = 5000.0, 50.0, 100.0
+FIRST_OPTIMIZE_CEILING, HELP_CEILING = 0.3, 0.5  # seconds
+#: The cheap-trials floors: ~10 ms objective x in-process, Random cold trials/s, TPE cold x in-process.
+BUSY_FLOOR, COLD_RANDOM_FLOOR, COLD_TPE_FLOOR = 1.7, 2000.0, 1.0
 
 
 def verdict(ok: bool) -> str:
@@ -34,6 +39,30 @@ class Report:
         self.floors: list[str] = []
         self.points: list[Point] = []
         self.took = 0.0
+
+    def startup(self, s: Startup) -> None:
+        self.sections.append("\n".join([
+            "## Start-up",
+            "",
+            "Each sample in a fresh process (see `benchmarks/startup.py`): a fresh LocalCluster of 2 "
+            "single-thread worker processes, then `DaskStorage()` + `create_study`, then the first "
+            "`dasktune.optimize(..., n_trials=2)` (the workers' imports included).",
+            "",
+            "| figure | seconds |",
+            "|---|---:|",
+            f"| `DaskStorage()` + `create_study` (installs the plugin) | {s.storage_and_study:.3f} |",
+            f"| first `dasktune.optimize`, 2 trials | {s.first_optimize:.3f} |",
+            f"| both, from `DaskStorage()` to the end of the first optimize | {s.storage_and_study + s.first_optimize:.3f} |",
+            f"| `import dasktune.storage` in a worker ({s.import_modules} modules; bokeh/prometheus among them: "
+            f"{', '.join(s.heavy_imports) or 'none'}) | {s.import_seconds:.3f} |",
+            f"| `dasktune --help` | {s.help_seconds:.3f} |",
+        ]))
+        self.floors.append(f"| first optimize of 2 trials on a fresh LocalCluster | {s.first_optimize:.3f} s | "
+                           f"<= {FIRST_OPTIMIZE_CEILING:g} s | {verdict(s.first_optimize <= FIRST_OPTIMIZE_CEILING)} |")
+        self.floors.append(f"| `dasktune --help` | {s.help_seconds:.3f} s | <= {HELP_CEILING:g} s | "
+                           f"{verdict(s.help_seconds <= HELP_CEILING)} |")
+        self.floors.append(f"| bokeh/prometheus imported by `import dasktune.storage` | "
+                           f"{', '.join(s.heavy_imports) or 'none'} | none | {verdict(not s.heavy_imports)} |")
 
     def overhead(self, results: list[Result], cap: float) -> None:
         lines = [
@@ -71,6 +100,47 @@ class Report:
             self.floors.append(f"| {DASKTUNE_OPTIMIZE}, N=2000, TPE, against in-process TPE | "
                                f"{tpe.trials_per_s:.0f} vs {in_process:.0f} trials/s | >= in-process | "
                                f"{verdict(tpe.trials_per_s >= in_process)} |")
+
+    def cheap(self, cold: list[Result], objectives: dict[str, list[Result]], profiles: str) -> None:
+        """Cheap trials: the trivial objective on a fresh cluster, the ~10 ms objective and a
+        model fit against the peers, and (if measured) where a trial's CPU time goes."""
+        lines = [
+            "## Cheap trials",
+            "",
+            "Fresh LocalClusters of 2 single-thread worker processes; *cold* is the first "
+            "`dasktune.optimize` on its cluster, nothing warmed (see `benchmarks/cheap.py`).",
+            "",
+            "| objective | sampler | N | peer | trials/s | x in-process |",
+            "|---|---|---:|---|---:|---:|",
+        ]
+        local = {r.sampler: r for r in cold if r.config == cheap.IN_PROCESS}
+        for r in cold:
+            lines.append(f"| trivial | {r.sampler} | {r.n_asked} | {r.config} | {r.trials_per_s:.0f} | "
+                         f"{r.trials_per_s / local[r.sampler].trials_per_s:.2f} |")
+        names = {"busy": "~10 ms pure Python", "fit": "SVC on digits (scikit-learn)"}
+        for name, rows in objectives.items():
+            for r in rows:
+                lines.append(f"| {names[name]} | TPE | {r.n_asked} | {r.config} | {r.trials_per_s:.0f} | "
+                             f"{r.trials_per_s / rows[0].trials_per_s:.2f} |")
+        if profiles:
+            lines += ["", "### Where a trial's CPU time goes (py-spy, `benchmarks/profile.py`)", "", profiles]
+        self.sections.append("\n".join(lines))
+        for r in cold:
+            if r.config != cheap.COLD:
+                continue
+            if r.sampler == "Random":
+                self.floors.append(f"| {cheap.COLD}, trivial, N={r.n_asked}, Random | {r.trials_per_s:.0f} trials/s | "
+                                   f">= {COLD_RANDOM_FLOOR:g} trials/s | {verdict(r.trials_per_s >= COLD_RANDOM_FLOOR)} |")
+            else:
+                ratio = r.trials_per_s / local[r.sampler].trials_per_s
+                self.floors.append(f"| {cheap.COLD}, trivial, N={r.n_asked}, TPE, x in-process | {ratio:.2f}x | "
+                                   f">= {COLD_TPE_FLOOR:g}x | {verdict(ratio >= COLD_TPE_FLOOR)} |")
+        if "busy" in objectives:
+            rows = objectives["busy"]
+            ours = next(r for r in rows if r.config == cheap.COLD)
+            ratio = ours.trials_per_s / rows[0].trials_per_s
+            self.floors.append(f"| {cheap.COLD}, ~10 ms objective, TPE, N={ours.n_asked}, x in-process | {ratio:.2f}x | "
+                               f">= {BUSY_FLOOR:g}x | {verdict(ratio >= BUSY_FLOOR)} |")
 
     def growth(self, results: list[Result], memory: list[Memory], window: int) -> None:
         lines = [

@@ -1,0 +1,142 @@
+"""How long the ``dasktune`` command line makes a user wait: ``run() -> [(name, seconds)]``.
+
+Each command runs as a fresh process, as typed in a shell:
+
+- ``--help`` of every command, and a refused argument (``run --n-trials -3``): both answer
+  from the parser alone, before Optuna or distributed is imported;
+- *start of work* of every cluster command: launch to the first connection attempt,
+  measured as the time to give up on an address nothing listens on (``--connect-timeout``
+  0.05 s, subtracted);
+- end to end on a live two-worker cluster: ``studies``, ``show``, ``best``, ``cancel``, and
+  ``run --detach`` (until it returns);
+- ``export`` of a 300- and a 3,000-trial study to SQLite and to a journal file: the copy
+  time the command reports (opening the target, one read from the scheduler, bulk writes),
+  its wall time, and ``optuna.copy_study`` of the same study from the same scheduler to the
+  same kind of URL, in-process (which opens the target, reads and writes).
+
+Figures are medians of ``repeat`` runs, exports and copies measured once (the 3,000-trial
+``copy_study`` to SQLite alone takes minutes). ``python -m benchmarks.cli_timings`` prints them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import os
+from pathlib import Path
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import optuna
+
+from benchmarks.common import objective
+from benchmarks.common import process_cluster
+from benchmarks.common import quiet
+
+DASKTUNE = shutil.which("dasktune", path=os.path.dirname(sys.executable)) or "dasktune"
+COMMANDS = ["demo", "run", "studies", "show", "best", "export", "cancel", "delete"]
+#: An address where nothing listens (port 9, discard, is closed on ordinary machines).
+NOWHERE = "tcp://127.0.0.1:9"
+_GIVE_UP = 0.05
+_OBJECTIVES = """
+import time
+
+def objective(trial):
+    return trial.suggest_float("x", 0, 1)
+
+def sleepy(trial):
+    time.sleep(0.5)
+    return trial.suggest_float("x", 0, 1)
+"""
+
+
+def run(sizes: Sequence[int] = (300, 3000), repeat: int = 3) -> list[tuple[str, float]]:
+    """The CLI timings, in seconds, as ``(name, seconds)`` pairs in a stable order."""
+    quiet()
+    results: list[tuple[str, float]] = []
+    work = Path(tempfile.mkdtemp(prefix="dasktune-cli-timings-"))
+    try:
+        (work / "objective.py").write_text(_OBJECTIVES)
+        results += [(f"dasktune {c} --help".replace("  ", " "), _median(repeat, c, "--help")) for c in ["", *COMMANDS]]
+        results.append(
+            ("run --n-trials -3 (refused)", _median(repeat, "run", "x.py:f", "--study", "s",
+                                                    "--scheduler", NOWHERE, "--n-trials", "-3", ok=2))
+        )
+        for command, extra in [
+            ("run", [f"{work / 'objective.py'}:objective", "--study", "s"]),
+            ("studies", []), ("show", ["s"]), ("best", ["s"]),
+            ("export", ["s", "--to", str(work / "never.db")]), ("cancel", ["s"]), ("delete", ["s", "--yes"]),
+        ]:
+            seconds = _median(repeat, command, *extra, "--scheduler", NOWHERE,
+                              "--connect-timeout", str(_GIVE_UP), ok=2)
+            results.append((f"{command}: start of work", seconds - _GIVE_UP))
+        with process_cluster(n_workers=2) as cluster:
+            results += _live(cluster.client, work, sizes, repeat)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _live(client, work: Path, sizes: Sequence[int], repeat: int) -> list[tuple[str, float]]:
+    import dasktune
+
+    address = client.scheduler.address
+    storage = dasktune.DaskStorage(name="dasktune", client=client)  # the CLI's default storage
+    results = []
+    for n in sizes:
+        study = optuna.create_study(storage=storage, study_name=f"export-{n}")
+        dasktune.optimize(study, objective, n_trials=n, client=client)
+    name = f"export-{sizes[0]}"
+    for command, extra in [("studies", []), ("show", [name]), ("best", [name])]:
+        results.append((f"{command} (end to end)", _median(repeat, command, *extra, "--scheduler", address)))
+    # The detached runs sleep, so they leave the CPUs to the commands measured after them.
+    detach = _median(repeat, "run", f"{work / 'objective.py'}:sleepy", "--study", "detached",
+                     "--timeout", "600", "--detach", "--scheduler", address)
+    results.append(("run --detach (until it returns)", detach))
+    results.append(("cancel (end to end)", _median(1, "cancel", "detached", "--scheduler", address)))
+    for n in sizes:
+        study = optuna.load_study(study_name=f"export-{n}", storage=storage)
+        for kind, suffix in [("SQLite", "db"), ("journal file", "log")]:
+            target = work / f"cli-{n}.{suffix}"
+            started = time.perf_counter()
+            out = _dasktune("export", study.study_name, "--scheduler", address, "--to", str(target))
+            wall = time.perf_counter() - started
+            copied = float(re.search(r"in ([\d.]+) s\.", out).group(1))  # type: ignore[union-attr]
+            results.append((f"export {n} trials to {kind}: copy", copied))
+            results.append((f"export {n} trials to {kind}: command, end to end", wall))
+            to: str | optuna.storages.BaseStorage = (
+                f"sqlite:///{work / f'optuna-{n}.db'}" if suffix == "db" else
+                optuna.storages.JournalStorage(
+                    optuna.storages.journal.JournalFileBackend(str(work / f"optuna-{n}.log")))
+            )
+            started = time.perf_counter()
+            optuna.copy_study(from_study_name=study.study_name, from_storage=storage, to_storage=to)
+            results.append((f"optuna.copy_study {n} trials to {kind}", time.perf_counter() - started))
+    return results
+
+
+def _dasktune(*args: str, ok: int = 0) -> str:
+    done = subprocess.run([DASKTUNE, *args], capture_output=True, text=True, timeout=1200,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != ok:
+        raise RuntimeError(f"dasktune {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def _median(repeat: int, *args: str, ok: int = 0) -> float:
+    """Median wall time of ``dasktune *args`` (empty arguments dropped) over ``repeat`` runs."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        _dasktune(*[a for a in args if a], ok=ok)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+if __name__ == "__main__":
+    for label, seconds in run():
+        print(f"{label:55s} {seconds:8.3f} s")
