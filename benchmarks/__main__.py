@@ -38,6 +38,7 @@ import psutil
 from benchmarks import growth
 from benchmarks import load
 from benchmarks import cheap
+from benchmarks import cli_timings
 from benchmarks import overhead
 from benchmarks import profile
 from benchmarks import parallel
@@ -64,12 +65,14 @@ class Plan:
     startup_repeats: int
     cold: tuple[int, int]  # trivial objective on a fresh cluster: N for Random, for TPE
     cheap: tuple[int, int]  # N for the ~10 ms objective, for the model fit (0: none)
+    cheap_repeats: int  # interleaved repetitions of every cheap-trials peer
     profile: bool  # py-spy the runs (Random and TPE at N=1000, the ~10 ms objective)
+    cli_exports: tuple[int, ...] | None  # study sizes `dasktune export` copies (None: no CLI timings)
 
 
 FULL = Plan([1000, 2000, 5000], 30.0, 10_000, 500, 150.0, [1, 2, 4, 8, 16, 32], 20,
-            [(100, 1000.0), (250, 1000.0), (500, 1000.0), (500, None)], 10.0, 5, (2000, 1000), (300, 200), True)
-QUICK = Plan([200], 10.0, 1000, 100, 20.0, [1, 4, 32], 3, [(100, 1000.0)], 3.0, 1, (200, 100), (60, 0), False)
+            [(100, 1000.0), (250, 1000.0), (500, 1000.0), (500, None)], 10.0, 5, (2000, 1000), (300, 200), 3, True, (300,))
+QUICK = Plan([200], 10.0, 1000, 100, 20.0, [1, 4, 32], 3, [(100, 1000.0)], 3.0, 1, (200, 100), (60, 0), 1, False, None)
 
 
 def main() -> None:
@@ -112,9 +115,12 @@ def main() -> None:
     report = Report(_machine(), quick=args.quick)
     log("start-up")
     report.startup(startup.run(repeats=plan.startup_repeats))
+    if plan.cli_exports is not None:
+        log("command line")
+        report.cli(cli_timings.run(plan.cli_exports, repeat=plan.startup_repeats))
     report.overhead(overhead.run(plan.sizes, plan.cap, log), plan.cap)
-    cold = cheap.cold(*plan.cold, log)
-    objectives = cheap.run(*plan.cheap, log)
+    cold = cheap.cold(*plan.cold, plan.cheap_repeats, log)
+    objectives = cheap.run(*plan.cheap, plan.cheap_repeats, log)
     report.cheap(cold, objectives, profile.tables(log) if plan.profile else "")
     with process_cluster(n_workers=2) as cluster:
         results, memory = growth.run(cluster, plan.growth_trials, plan.growth_cap, log)

@@ -13,7 +13,10 @@ threads of one process), ``JournalStorage, 2 processes`` (one ``study.optimize``
 of the cluster, on one journal file), and ``dasktune.optimize`` on a fresh LocalCluster of 2
 single-thread worker processes: *cold* is the first ``optimize`` on that cluster (its
 workers' imports included; the storage was made just before, as a user does), *warm* a
-second one on the same cluster. The figure is trials/s and the ratio to in-process.
+second one on the same cluster (the journal peer runs after it, on the same warm workers).
+The figures are trials/s and the ratio to in-process, each the median over ``repeats``
+repetitions that measure every peer anew (a fresh cluster each), the ratios paired within a
+repetition: the machine's speed drifts by tens of percent over minutes.
 
 And the trivial objective of :mod:`benchmarks.overhead` on a fresh cluster, nothing warmed:
 Random at ``n_random`` and TPE at ``n_tpe`` trials, in-process against the first
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import statistics
 import tempfile
 import time
 from typing import Any
@@ -125,48 +129,83 @@ def _two_workers() -> tuple[LocalCluster, Client]:
     return cluster, client
 
 
-def cold(n_random: int, n_tpe: int, log: Callable[[str], None]) -> list[Result]:
+@dataclass(frozen=True)
+class Figure:
+    """One peer on one objective, over interleaved repetitions: the machine's speed drifts
+    (this is a VM), so each repetition measures every peer anew, and its ratio to in-process
+    pairs runs made moments apart."""
+
+    objective: str
+    sampler: str
+    n: int
+    config: str
+    rates: list[float]  # trials/s, one per repetition
+    ratios: list[float]  # x the in-process rate of the same repetition
+
+    @property
+    def trials_per_s(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+
+def _figures(objective: str, sampler: str, repetitions: list[list[Result]]) -> list[Figure]:
+    """``repetitions``: each a list of results, in-process first, in the same order."""
+    figures = []
+    for i, first in enumerate(repetitions[0]):
+        rates = [rows[i].trials_per_s for rows in repetitions]
+        ratios = [rows[i].trials_per_s / rows[0].trials_per_s for rows in repetitions]
+        figures.append(Figure(objective, sampler, first.n_asked, first.config, rates, ratios))
+    return figures
+
+
+def cold(n_random: int, n_tpe: int, repeats: int, log: Callable[[str], None]) -> list[Figure]:
     """The trivial objective, Random then TPE: in-process, and the first ``optimize`` of a
     fresh cluster (its workers' imports, the plugin's install and the first claims counted)."""
-    rows = []
+    figures = []
     for sampler, n in (("Random", n_random), ("TPE", n_tpe)):
-        log(f"cheap trials: trivial objective, {sampler}, cold")
-        rows.append(overhead.in_process(None, sampler, n, 600.0))
-        cluster, client = _two_workers()
-        with cluster, client:
-            result = overhead.dasktune_optimize(client, sampler, n, 600.0)
-        rows.append(Result(COLD, sampler, n, result.start, result.stamps, end=result.end))
-    return rows
+        repetitions = []
+        for i in range(repeats):
+            log(f"cheap trials: trivial objective, {sampler}, cold ({i + 1}/{repeats})")
+            local = overhead.in_process(None, sampler, n, 600.0)
+            cluster, client = _two_workers()
+            with cluster, client:
+                result = overhead.dasktune_optimize(client, sampler, n, 600.0)
+            repetitions.append([local, Result(COLD, sampler, n, result.start, result.stamps, end=result.end)])
+        figures += _figures("trivial", sampler, repetitions)
+    return figures
 
 
-def run(n_busy: int, n_fit: int, log: Callable[[str], None]) -> dict[str, list[Result]]:
-    """Every peer on both objectives (``n_fit`` 0: no model fit); ``{objective: results}``."""
+def run(n_busy: int, n_fit: int, repeats: int, log: Callable[[str], None]) -> dict[str, list[Figure]]:
+    """Every peer on both objectives (``n_fit`` 0: no model fit), ``repeats`` times each,
+    interleaved; ``{objective: figures}``, in :data:`PEERS` order."""
     quiet()
     busy = Busy.calibrated()
-    results: dict[str, list[Result]] = {}
+    results: dict[str, list[Figure]] = {}
     for name, function, n in (("busy", busy, n_busy), ("fit", fit, n_fit)):
         if n == 0:
             continue
-        log(f"cheap trials: {name}, in-process and threads")
         function(optuna.create_study().ask())  # this process's imports and data, not timed
-        rows = [in_process(function, n), in_process(function, n, n_jobs=2)]
-        cluster, client = _two_workers()
-        with cluster, client:
-            log(f"cheap trials: {name}, dasktune (cold, then warm)")
-            rows.append(with_dasktune(client, function, n, COLD))
-            rows.append(with_dasktune(client, function, n, WARM))
-            log(f"cheap trials: {name}, journal")
-            with tempfile.TemporaryDirectory() as tmp:
-                rows.append(_shared(client, JOURNAL, _JournalFile(f"{tmp}/journal.log"), "TPE", n,
-                                    float("inf"), function))
-        results[name] = sorted(rows, key=lambda r: PEERS.index(r.config))
+        repetitions = []
+        for i in range(repeats):
+            log(f"cheap trials: {name}, every peer ({i + 1}/{repeats})")
+            rows = [in_process(function, n), in_process(function, n, n_jobs=2)]
+            cluster, client = _two_workers()
+            with cluster, client:
+                rows.append(with_dasktune(client, function, n, COLD))
+                rows.append(with_dasktune(client, function, n, WARM))
+                with tempfile.TemporaryDirectory() as tmp:
+                    rows.append(_shared(client, JOURNAL, _JournalFile(f"{tmp}/journal.log"), "TPE", n,
+                                        float("inf"), function))
+            repetitions.append(sorted(rows, key=lambda r: PEERS.index(r.config)))
+        results[name] = _figures(name, "TPE", repetitions)
     return results
 
 
 if __name__ == "__main__":
-    for r in cold(2000, 1000, print):
-        print(f"trivial {r.sampler:6} {r.config:30} {r.trials_per_s:8.1f} trials/s")
-    for objective_name, rows in run(300, 200, print).items():
-        base = rows[0].trials_per_s
-        for r in rows:
-            print(f"{objective_name:5} {r.config:30} {r.trials_per_s:8.1f} trials/s  {r.trials_per_s / base:.2f}x")
+    for figures in [cold(2000, 1000, 3, print), *run(300, 200, 3, print).values()]:
+        for f in figures:
+            print(f"{f.objective:7} {f.sampler:6} {f.config:30} {f.trials_per_s:8.1f} trials/s  {f.ratio:.2f}x "
+                  f"({min(f.ratios):.2f}-{max(f.ratios):.2f})")

@@ -47,7 +47,7 @@ CATEGORIES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("storage writes (params)", ("DaskStorage.set_trial_param", "DaskStorage._trial_write")),
         ("sampling", ("sample_independent", "sample_relative", "before_trial", "infer_relative_search_space",
                       "Trial.__init__", "new_trial")),
-        ("objective (incl. Optuna's suggest)", ("objective", "Trial._suggest")),
+        ("objective (incl. Optuna's suggest)", ("objective", "Busy.__call__", "Trial._suggest")),
         ("flusher", ("Flusher._loop",)),
         ("comms (Dask)", ("TCP.write", "TCP.read", "BaseIOStream", "send_recv", "loads", "dumps")),
     ],

@@ -24,6 +24,7 @@ RANDOM_FLOOR = 1000.0  # trials/s of dasktune.optimize at N=2000
 QUARTER_CEILING = 1.05  # wall / ideal, 80 trials of 0.25 s on 2 workers
 OPS_FLOOR, P99_CEILING_MS, SUBMIT_CEILING_MS = 5000.0, 50.0, 100.0
 FIRST_OPTIMIZE_CEILING, HELP_CEILING = 0.3, 0.5  # seconds
+START_OF_WORK_CEILING = 1.0  # seconds, a cluster command from launch to its first connection
 #: The cheap-trials floors: ~10 ms objective x in-process, Random cold trials/s, TPE cold x in-process.
 BUSY_FLOOR, COLD_RANDOM_FLOOR, COLD_TPE_FLOOR = 1.7, 2000.0, 1.0
 
@@ -101,46 +102,71 @@ class Report:
                                f"{tpe.trials_per_s:.0f} vs {in_process:.0f} trials/s | >= in-process | "
                                f"{verdict(tpe.trials_per_s >= in_process)} |")
 
-    def cheap(self, cold: list[Result], objectives: dict[str, list[Result]], profiles: str) -> None:
+    def cli(self, timings: list[tuple[str, float]]) -> None:
+        """The command line's timings (``benchmarks/cli_timings.py``), with its floors."""
+        lines = [
+            "## Command line",
+            "",
+            "Each command a fresh process, as typed in a shell (see `benchmarks/cli_timings.py`): "
+            "medians, exports and copies measured once.",
+            "",
+            "| command | seconds |",
+            "|---|---:|",
+            *(f"| `{name}` | {seconds:.3f} |" for name, seconds in timings),
+        ]
+        self.sections.append("\n".join(lines))
+        times = dict(timings)
+        helps = [t for name, t in timings if name.endswith("--help")]
+        starts = [t for name, t in timings if name.endswith(": start of work")]
+        self.floors.append(f"| slowest `--help` of {len(helps)} commands | {max(helps):.3f} s | "
+                           f"<= {HELP_CEILING:g} s | {verdict(max(helps) <= HELP_CEILING)} |")
+        self.floors.append(f"| slowest start of work of {len(starts)} cluster commands | {max(starts):.3f} s | "
+                           f"<= {START_OF_WORK_CEILING:g} s | {verdict(max(starts) <= START_OF_WORK_CEILING)} |")
+        for name, seconds in timings:
+            if name.startswith("export") and name.endswith(": copy"):
+                what = name.removeprefix("export ").removesuffix(": copy")
+                theirs = times[f"optuna.copy_study {what}"]
+                self.floors.append(f"| `export` {what}, copy against `optuna.copy_study` | {seconds:.2f} vs "
+                                   f"{theirs:.2f} s | <= copy_study | {verdict(seconds <= theirs)} |")
+
+    def cheap(self, cold: list[cheap.Figure], objectives: dict[str, list[cheap.Figure]], profiles: str) -> None:
         """Cheap trials: the trivial objective on a fresh cluster, the ~10 ms objective and a
         model fit against the peers, and (if measured) where a trial's CPU time goes."""
+        repeats = len(cold[0].rates)
         lines = [
             "## Cheap trials",
             "",
             "Fresh LocalClusters of 2 single-thread worker processes; *cold* is the first "
-            "`dasktune.optimize` on its cluster, nothing warmed (see `benchmarks/cheap.py`).",
+            "`dasktune.optimize` on its cluster, nothing warmed (see `benchmarks/cheap.py`). "
+            + (f"Each figure is the median of {repeats} interleaved repetitions, every peer measured "
+               "anew in each (a fresh cluster each time); the ratio to in-process is paired within a "
+               "repetition, its range over the repetitions in brackets." if repeats > 1 else
+               "One repetition of each peer (a quick run)."),
             "",
             "| objective | sampler | N | peer | trials/s | x in-process |",
             "|---|---|---:|---|---:|---:|",
         ]
-        local = {r.sampler: r for r in cold if r.config == cheap.IN_PROCESS}
-        for r in cold:
-            lines.append(f"| trivial | {r.sampler} | {r.n_asked} | {r.config} | {r.trials_per_s:.0f} | "
-                         f"{r.trials_per_s / local[r.sampler].trials_per_s:.2f} |")
-        names = {"busy": "~10 ms pure Python", "fit": "SVC on digits (scikit-learn)"}
-        for name, rows in objectives.items():
-            for r in rows:
-                lines.append(f"| {names[name]} | TPE | {r.n_asked} | {r.config} | {r.trials_per_s:.0f} | "
-                             f"{r.trials_per_s / rows[0].trials_per_s:.2f} |")
+        names = {"trivial": "trivial", "busy": "~10 ms pure Python", "fit": "SVC on digits (scikit-learn)"}
+        for f in [*cold, *(f for figures in objectives.values() for f in figures)]:
+            spread = f" ({min(f.ratios):.2f}-{max(f.ratios):.2f})" if repeats > 1 and f.config != cheap.IN_PROCESS else ""
+            lines.append(f"| {names[f.objective]} | {f.sampler} | {f.n} | {f.config} | {f.trials_per_s:.0f} | "
+                         f"{f.ratio:.2f}{spread} |")
         if profiles:
             lines += ["", "### Where a trial's CPU time goes (py-spy, `benchmarks/profile.py`)", "", profiles]
         self.sections.append("\n".join(lines))
-        for r in cold:
-            if r.config != cheap.COLD:
+        for f in cold:
+            if f.config != cheap.COLD:
                 continue
-            if r.sampler == "Random":
-                self.floors.append(f"| {cheap.COLD}, trivial, N={r.n_asked}, Random | {r.trials_per_s:.0f} trials/s | "
-                                   f">= {COLD_RANDOM_FLOOR:g} trials/s | {verdict(r.trials_per_s >= COLD_RANDOM_FLOOR)} |")
+            if f.sampler == "Random":
+                self.floors.append(f"| {cheap.COLD}, trivial, N={f.n}, Random | {f.trials_per_s:.0f} trials/s | "
+                                   f">= {COLD_RANDOM_FLOOR:g} trials/s | {verdict(f.trials_per_s >= COLD_RANDOM_FLOOR)} |")
             else:
-                ratio = r.trials_per_s / local[r.sampler].trials_per_s
-                self.floors.append(f"| {cheap.COLD}, trivial, N={r.n_asked}, TPE, x in-process | {ratio:.2f}x | "
-                                   f">= {COLD_TPE_FLOOR:g}x | {verdict(ratio >= COLD_TPE_FLOOR)} |")
+                self.floors.append(f"| {cheap.COLD}, trivial, N={f.n}, TPE, x in-process | {f.ratio:.2f}x | "
+                                   f">= {COLD_TPE_FLOOR:g}x | {verdict(f.ratio >= COLD_TPE_FLOOR)} |")
         if "busy" in objectives:
-            rows = objectives["busy"]
-            ours = next(r for r in rows if r.config == cheap.COLD)
-            ratio = ours.trials_per_s / rows[0].trials_per_s
-            self.floors.append(f"| {cheap.COLD}, ~10 ms objective, TPE, N={ours.n_asked}, x in-process | {ratio:.2f}x | "
-                               f">= {BUSY_FLOOR:g}x | {verdict(ratio >= BUSY_FLOOR)} |")
+            ours = next(f for f in objectives["busy"] if f.config == cheap.COLD)
+            self.floors.append(f"| {cheap.COLD}, ~10 ms objective, TPE, N={ours.n}, x in-process | {ours.ratio:.2f}x | "
+                               f">= {BUSY_FLOOR:g}x | {verdict(ours.ratio >= BUSY_FLOOR)} |")
 
     def growth(self, results: list[Result], memory: list[Memory], window: int) -> None:
         lines = [

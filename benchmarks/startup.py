@@ -10,7 +10,7 @@
   ``python -c "import dasktune.storage"`` in a process that already imported distributed
   (as a worker has).
 - **Command line**: ``dasktune --help`` wall time, the median of ``repeats`` fresh
-  processes (``benchmarks/cli_timings.py`` times every command, when present).
+  processes (``benchmarks/cli_timings.py`` times every command).
 """
 
 from __future__ import annotations
