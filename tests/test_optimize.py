@@ -301,7 +301,7 @@ def test_async_client_awaits_optimize(cluster: LocalCluster) -> None:
 
 def test_worker_added_mid_run_picks_up_work() -> None:
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
-        with Client(cluster) as client:
+        with Client(cluster):
             study = optuna.create_study(storage=DaskStorage())
 
             def grow(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

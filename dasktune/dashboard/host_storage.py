@@ -160,20 +160,13 @@ class HostStorage(BaseStorage):
     ) -> list[FrozenTrial]:
         study = self._study(study_id)
         with self._lock:
-            trials = list(study.trials)
-        if states is not None:
-            trials = [t for t in trials if t.state in states]
+            trials = study.select(states)
         return copy.deepcopy(trials) if deepcopy else trials
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
         study = self._study(study_id)
         with self._lock:
-            if not 0 <= trial_number < len(study.trials):
-                raise KeyError(
-                    f"No trial with trial number {trial_number} exists in study with "
-                    f"study_id {study_id}."
-                )
-            return compat.trial_id(study.trials[trial_number])
+            return study.trial_id(trial_number)
 
     # -- helpers -----------------------------------------------------------------------
 

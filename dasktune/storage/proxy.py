@@ -381,19 +381,13 @@ class DaskStorage(SchedulerProtocol, BaseStorage, compat.BaseHeartbeat):
     ) -> list[FrozenTrial]:
         study = self._study(study_id)
         with self._lock:
-            trials = study.trials
-            trials = list(trials) if states is None else [t for t in trials if t.state in states]
+            trials = study.select(states)
         return copy.deepcopy(trials) if deepcopy else trials
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
         study = self._study(study_id)
         with self._lock:
-            if not 0 <= trial_number < len(study.trials):
-                raise KeyError(
-                    f"No trial with trial number {trial_number} exists in study with "
-                    f"study_id {study_id}."
-                )
-            return compat.trial_id(study.trials[trial_number])
+            return study.trial_id(trial_number)
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
         study = self._study(study_id)

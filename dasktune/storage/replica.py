@@ -59,6 +59,19 @@ class StudyReplica:
         #: Best COMPLETE trial of a single-objective study, kept as trials finish.
         self.best: FrozenTrial | None = None
 
+    def select(self, states: Container[TrialState] | None) -> list[FrozenTrial]:
+        """Its trials in number order (those in ``states`` only, if given): Optuna's
+        ``get_all_trials`` without the copy."""
+        return list(self.trials) if states is None else [t for t in self.trials if t.state in states]
+
+    def trial_id(self, number: int) -> int:
+        """The id of its trial ``number``; ``KeyError`` with Optuna's message if none."""
+        if not 0 <= number < len(self.trials):
+            raise KeyError(
+                f"No trial with trial number {number} exists in study with study_id {self.study_id}."
+            )
+        return compat.trial_id(self.trials[number])
+
     def is_better(self, trial: FrozenTrial) -> bool:
         if trial.state != TrialState.COMPLETE or len(self.directions) != 1 or not trial.values:
             return False  # (a storage may hold a COMPLETE trial without values)
