@@ -182,6 +182,13 @@ class ProcessCluster:
         with self.client() as c:
             c.wait_for_workers(n, timeout=60)
 
+    def start(self, n_workers: int) -> None:
+        """A scheduler and ``n_workers`` single-thread workers, returning once all joined."""
+        self.start_scheduler()
+        for _ in range(n_workers):
+            self.start_worker()
+        self.wait_for_workers(n_workers)
+
     @staticmethod
     def kill(process: subprocess.Popen | None) -> None:
         if process is not None and process.poll() is None:
@@ -197,11 +204,8 @@ class ProcessCluster:
 @pytest.fixture
 def process_cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
     cluster = ProcessCluster(tmp_path)
-    cluster.start_scheduler()
-    cluster.start_worker()
-    cluster.start_worker()
     try:
-        cluster.wait_for_workers(2)
+        cluster.start(n_workers=2)
         yield cluster
     finally:
         cluster.close()

@@ -54,10 +54,7 @@ def plugin_id(client: Client) -> int:
 def test_preloaded_scheduler_serves_a_client_that_installs_nothing(tmp_path: Path) -> None:
     cluster = ProcessCluster(tmp_path, scheduler_args=["--preload", "dasktune"])
     try:
-        cluster.start_scheduler()
-        cluster.start_worker()
-        cluster.start_worker()
-        cluster.wait_for_workers(2)
+        cluster.start(n_workers=2)
         with cluster.client() as client:
             # The plugin is there before any client asked for it.
             assert client.get_metadata(METADATA_KEY, default=False)

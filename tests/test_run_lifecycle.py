@@ -3,6 +3,8 @@ promptly at the caller, no trial stays RUNNING, and the runners leave the worker
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+import contextlib
 import gc
 import os
 from pathlib import Path
@@ -221,13 +223,23 @@ def _driver(cluster: ProcessCluster, name: str, mode: str) -> subprocess.Popen:
     return cluster.spawn([sys.executable, str(script), cluster.address, name, mode], f"driver-{mode}.log")
 
 
-def test_a_killed_client_orphans_its_attached_run(process_cluster: ProcessCluster) -> None:
-    driver = _driver(process_cluster, "orphan", "attached")
-    with process_cluster.client() as client:
-        storage = DaskStorage(name="orphan", client=client, register=False)
+@contextlib.contextmanager
+def _driver_killed_mid_run(
+    cluster: ProcessCluster, name: str, mode: str, after: int
+) -> Iterator[tuple[Client, DaskStorage, optuna.Study]]:
+    """A driver process runs study "s" of storage ``name`` (``mode``: attached or detached)
+    and is killed once more than ``after`` trials exist; what a client of the cluster sees."""
+    driver = _driver(cluster, name, mode)
+    with cluster.client() as client:
+        storage = DaskStorage(name=name, client=client, register=False)
         study = wait_for(lambda: _load(storage), timeout=60, message="the driver's study")
-        wait_for(lambda: len(study.trials) > 20, timeout=60, message="trials to run")
-        process_cluster.kill(driver)
+        wait_for(lambda: len(study.trials) > after, timeout=60, message="trials to run")
+        cluster.kill(driver)
+        yield client, storage, study
+
+
+def test_a_killed_client_orphans_its_attached_run(process_cluster: ProcessCluster) -> None:
+    with _driver_killed_mid_run(process_cluster, "orphan", "attached", after=20) as (client, storage, study):
         start = time.monotonic()
         (status,) = wait_for(
             lambda: [s for s in storage.find_runs(study._study_id) if s["done"]],
@@ -245,12 +257,7 @@ def test_a_killed_client_orphans_its_attached_run(process_cluster: ProcessCluste
 
 
 def test_a_detached_run_survives_its_client_and_finishes_exactly(process_cluster: ProcessCluster) -> None:
-    driver = _driver(process_cluster, "detached", "detached")
-    with process_cluster.client() as client:
-        storage = DaskStorage(name="detached", client=client, register=False)
-        study = wait_for(lambda: _load(storage), timeout=60, message="the driver's study")
-        wait_for(lambda: len(study.trials) > 2, timeout=60, message="trials to run")
-        process_cluster.kill(driver)
+    with _driver_killed_mid_run(process_cluster, "detached", "detached", after=2) as (_, _, study):
         run = dasktune.attach(study).wait()
         assert run.status()["outcome"] == "finished"
         assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 30
@@ -330,10 +337,7 @@ def test_many_short_runs_on_one_scheduler_leave_no_record(tmp_path: Path, monkey
     monkeypatch.setenv("DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH", "10")
     cluster = ProcessCluster(tmp_path)
     try:
-        cluster.start_scheduler()
-        cluster.start_worker()
-        cluster.start_worker()
-        cluster.wait_for_workers(2)
+        cluster.start(n_workers=2)
         with cluster.client() as client:
             storage = DaskStorage(name="many")
 
