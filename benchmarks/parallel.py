@@ -9,6 +9,13 @@
   it is the ideal sequential run);
 - ``optuna n_jobs threads`` (P > 1): the same study optimized with ``n_jobs=P`` threads in this
   process, sleeping objectives, real time;
+- ``optuna ask/tell, P in flight`` (P > 1): the sampler's own loss at P, with nothing else in
+  the way. The same sampler through ``study.ask``/``study.tell`` in this process, on a virtual
+  clock: P trials are always in flight and the one whose simulated duration ends first is told
+  first, so every sampling sees every result that has ended and every running trial's
+  parameters (Optuna's constant liar) at once, and no sampling time is counted. Deterministic.
+  No way of running P trials at once does better with this sampler: what dasktune loses
+  beyond it is dasktune's, what it shares is the sampler's;
 - ``dasktune, TPESampler(seed)``: the real ``dasktune.optimize(study, objective,
   n_trials=N, concurrency=P)`` on a study created with the user's own ``TPESampler(seed=seed)``;
 - ``dasktune, default sampler`` (P > 1): the same on a study created without a sampler
@@ -58,6 +65,7 @@ from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
 import gzip
+import heapq
 import json
 from pathlib import Path
 import subprocess
@@ -77,9 +85,12 @@ from benchmarks.problems import Problem
 
 SEQUENTIAL = "optuna sequential"
 THREADS = "optuna n_jobs threads"
+IN_FLIGHT = "optuna ask/tell, P in flight"
 DASKTUNE_SEEDED = "dasktune, TPESampler(seed)"
 DASKTUNE_DEFAULT = "dasktune, default sampler"
-CONFIGS = (SEQUENTIAL, DASKTUNE_SEEDED, DASKTUNE_DEFAULT, THREADS)
+CONFIGS = (SEQUENTIAL, IN_FLIGHT, DASKTUNE_SEEDED, DASKTUNE_DEFAULT, THREADS)
+#: The peers whose elapsed time is a virtual clock (the sum of simulated durations).
+VIRTUAL = (SEQUENTIAL, IN_FLIGHT)
 
 
 @dataclass(frozen=True)
@@ -180,6 +191,24 @@ def sequential(problem: Problem, seed: int, n: int, durations: Durations) -> Run
     return _run(problem, SEQUENTIAL, 1, seed, trials, clock, wall, durations)
 
 
+def in_flight(problem: Problem, seed: int, p: int, n: int, durations: Durations) -> Run:
+    """The sampler alone at P trials in flight, on a virtual clock (see the module docstring)."""
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    objective = Simulated(problem, seed, durations, sleep=False)
+    start = time.time()
+    flying: list[tuple[float, int, optuna.Trial, float]] = []  # (ends at, number, trial, value)
+    clock, finished = 0.0, [0.0] * n
+    while len(study.trials) < n or flying:
+        while len(study.trials) < n and len(flying) < p:
+            trial = study.ask()
+            value = objective(trial)  # suggests the parameters: the trial is RUNNING with them
+            heapq.heappush(flying, (clock + durations(seed, trial.number), trial.number, trial, value))
+        clock, number, trial, value = heapq.heappop(flying)
+        study.tell(trial, value)
+        finished[number] = clock
+    return _run(problem, IN_FLIGHT, p, seed, _complete(study, n), finished, time.time() - start, durations)
+
+
 def threads(problem: Problem, seed: int, p: int, n: int, durations: Durations) -> Run:
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
     start = time.time()
@@ -255,8 +284,8 @@ def _cluster(p: int) -> Iterator[tuple[Client, dasktune.DaskStorage]]:
 
 def run(plan: Plan, log: Callable[[str], None], runs: list[Run]) -> None:
     """Every run of ``plan``, appended to ``runs`` as it ends (so an error leaves the runs
-    before it): the sequential peer, then per P the threads peer (with no cluster running)
-    and the dasktune runs on that P's cluster."""
+    before it): the sequential peer, then per P the in-flight and threads peers (with no
+    cluster running) and the dasktune runs on that P's cluster."""
     problems = [make_problem(name) for name in plan.problems]
     cases = [(problem, seed) for problem in problems for seed in range(plan.seeds)]
 
@@ -270,6 +299,7 @@ def run(plan: Plan, log: Callable[[str], None], runs: list[Run]) -> None:
     for p in plan.levels:
         if p > 1:
             for problem, seed in cases:
+                done(in_flight(problem, seed, p, plan.trials(IN_FLIGHT, problem.name, p), plan.durations))
                 done(threads(problem, seed, p, plan.trials(THREADS, problem.name, p), plan.durations))
         with _cluster(p) as (client, storage):
             for problem, seed in cases:

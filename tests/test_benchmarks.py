@@ -37,8 +37,8 @@ def test_quick_parallel_benchmark_writes_its_report(tmp_path: Path) -> None:
                     "## Time to reach the sequential median result", "## Achieved concurrency",
                     "## Best-so-far per problem"]:
         assert heading in report, heading
-    for config in ["optuna sequential", "optuna n_jobs threads", "dasktune, TPESampler(seed)",
-                   "dasktune, default sampler"]:
+    for config in ["optuna sequential", "optuna n_jobs threads", "optuna ask/tell, P in flight",
+                   "dasktune, TPESampler(seed)", "dasktune, default sampler"]:
         assert f"| {config} |" in report, config
     assert (tmp_path / "parallel.png").read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "parallel.json").exists() and (tmp_path / "parallel-runs.json.gz").exists()
@@ -96,3 +96,23 @@ def test_simulated_durations_are_keyed_by_seed_and_trial_number() -> None:
     draws = [durations(0, n) for n in range(200)]
     assert 0.025 <= min(draws) < max(draws) <= 0.175
     assert draws != sorted(draws)  # trials finish out of order
+
+
+def test_in_flight_peer_is_the_sequential_run_at_p_1_and_keeps_p_trials_in_flight() -> None:
+    from benchmarks.parallel import Durations
+    from benchmarks.parallel import in_flight
+    from benchmarks.parallel import sequential
+    from benchmarks.problems import problem
+
+    durations, hartmann = Durations(scale=0.1), problem("Hartmann-6")
+    one = in_flight(hartmann, 3, 1, 30, durations)
+    alone = sequential(hartmann, 3, 30, durations)
+    assert one.values == alone.values and one.finished == alone.finished
+    # Deterministic at P > 1 too: the virtual clock decides the order results are told in.
+    assert in_flight(hartmann, 3, 4, 30, durations).values == in_flight(hartmann, 3, 4, 30, durations).values
+    # With every trial in flight at once, each ends after its own duration, and none waited
+    # for another's result, so the sampler had nothing to learn from: all 30 are its startup's.
+    everything = in_flight(hartmann, 3, 30, 30, durations)
+    assert everything.finished == [round(durations(3, n), 4) for n in range(30)]
+    assert everything.values[:10] == alone.values[:10]  # the sequential run's startup too ...
+    assert everything.values[10:] != alone.values[10:]  # ... which then learned from its results
