@@ -11,6 +11,10 @@ under one): ``DIR/parallel.md``, ``parallel.png``, ``parallel.json`` and the raw
 from the raw runs without measuring. ``--scale``, ``--levels``, ``--problems``, ``--seeds`` and
 ``--trials`` run a part of the plan (a plan of its own: give it its own ``--out``).
 
+``python -m benchmarks samplers [--levels] [--problems] [--seeds] [--trials] [--out DIR]``:
+which of Optuna's samplers gives up least at P trials in flight (:mod:`benchmarks.samplers`;
+about 35 minutes with PyTorch installed for ``GPSampler``): ``DIR/parallel-samplers.md``.
+
 Sections (each module's docstring says exactly what it runs): overhead against the peers
 (:mod:`benchmarks.overhead`), growth across a 10,000-trial study and memory afterwards
 (:mod:`benchmarks.growth`), scaling to 32 workers (:mod:`benchmarks.scaling`), scheduler
@@ -42,6 +46,7 @@ from benchmarks import cli_timings
 from benchmarks import overhead
 from benchmarks import profile
 from benchmarks import parallel
+from benchmarks import samplers
 from benchmarks import scaling
 from benchmarks import startup
 from benchmarks.common import process_cluster
@@ -77,8 +82,9 @@ QUICK = Plan([200], 10.0, 1000, 100, 20.0, [1, 4, 32], 3, [(100, 1000.0)], 3.0, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("figure", nargs="?", choices=["all", "parallel"], default="all",
-                        help="all (default): every figure but parallel; parallel: the parallel-quality figure")
+    parser.add_argument("figure", nargs="?", choices=["all", "parallel", "samplers"], default="all",
+                        help="all (default): every figure but parallel and samplers; parallel: the "
+                             "parallel-quality figure; samplers: Optuna's samplers at P trials in flight")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run under 2 minutes")
     parser.add_argument("--out", type=Path, default=None,
                         help="where the reports go (default: benchmarks/results, "
@@ -106,6 +112,9 @@ def main() -> None:
         if args.trials is not None:
             changes["n"] = changes["n_long"] = args.trials
         run_parallel(replace(chosen, **changes), args.out, args.quick, args.baseline, args.report_only)
+        return
+    if args.figure == "samplers":
+        run_samplers(args)
         return
     plan = QUICK if args.quick else FULL
     quiet()
@@ -165,6 +174,18 @@ def run_parallel(plan: parallel.Plan, out: Path, quick: bool, baseline: bool, re
     print()
     print(text)
     print(f"wrote {out / name}.md, .png, .json and {raw.name}")
+
+
+def run_samplers(args: argparse.Namespace) -> None:
+    given = {"problems": args.problems, "levels": args.levels, "seeds": args.seeds, "n": args.trials}
+    plan = replace(samplers.Plan(), **{k: v for k, v in given.items() if v is not None})
+    quiet()
+    runs, missing = samplers.run(plan, _logger(time.time()))
+    text = samplers.report(runs, plan, missing)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "parallel-samplers.md").write_text(text)
+    print()
+    print(text)
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -182,7 +182,7 @@ def cluster_shape(p: int) -> tuple[int, int]:
 
 
 def sequential(problem: Problem, seed: int, n: int, durations: Durations) -> Run:
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(sampler=tpe(seed))
     start = time.time()
     study.optimize(Simulated(problem, seed, durations, sleep=False), n_trials=n)
     wall = time.time() - start
@@ -191,9 +191,15 @@ def sequential(problem: Problem, seed: int, n: int, durations: Durations) -> Run
     return _run(problem, SEQUENTIAL, 1, seed, trials, clock, wall, durations)
 
 
-def in_flight(problem: Problem, seed: int, p: int, n: int, durations: Durations) -> Run:
+def tpe(seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler of every peer but ``dasktune, default sampler``."""
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def in_flight(problem: Problem, seed: int, p: int, n: int, durations: Durations,
+              sampler: Callable[[int], optuna.samplers.BaseSampler] = tpe, config: str = IN_FLIGHT) -> Run:
     """The sampler alone at P trials in flight, on a virtual clock (see the module docstring)."""
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(sampler=sampler(seed))
     objective = Simulated(problem, seed, durations, sleep=False)
     start = time.time()
     flying: list[tuple[float, int, optuna.Trial, float]] = []  # (ends at, number, trial, value)
@@ -206,11 +212,11 @@ def in_flight(problem: Problem, seed: int, p: int, n: int, durations: Durations)
         clock, number, trial, value = heapq.heappop(flying)
         study.tell(trial, value)
         finished[number] = clock
-    return _run(problem, IN_FLIGHT, p, seed, _complete(study, n), finished, time.time() - start, durations)
+    return _run(problem, config, p, seed, _complete(study, n), finished, time.time() - start, durations)
 
 
 def threads(problem: Problem, seed: int, p: int, n: int, durations: Durations) -> Run:
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(sampler=tpe(seed))
     start = time.time()
     study.optimize(Simulated(problem, seed, durations), n_trials=n, n_jobs=p)
     return _timed(problem, THREADS, p, seed, study, n, start, durations)
@@ -219,7 +225,7 @@ def threads(problem: Problem, seed: int, p: int, n: int, durations: Durations) -
 def with_dasktune(client: Client, storage: dasktune.DaskStorage, config: str, problem: Problem,
                   seed: int, p: int, n: int, durations: Durations) -> Run:
     """The real ``dasktune.optimize``, P trials at once, on a fresh study in ``storage``."""
-    sampler = optuna.samplers.TPESampler(seed=seed) if config == DASKTUNE_SEEDED else None
+    sampler = tpe(seed) if config == DASKTUNE_SEEDED else None
     study = optuna.create_study(storage=storage, sampler=sampler)
     try:
         start = time.time()

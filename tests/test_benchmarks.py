@@ -4,6 +4,7 @@ that it keeps working, not a test of any figure (speed is measured, never assert
 from __future__ import annotations
 
 from pathlib import Path
+import re
 import subprocess
 import sys
 
@@ -116,3 +117,23 @@ def test_in_flight_peer_is_the_sequential_run_at_p_1_and_keeps_p_trials_in_fligh
     assert everything.finished == [round(durations(3, n), 4) for n in range(30)]
     assert everything.values[:10] == alone.values[:10]  # the sequential run's startup too ...
     assert everything.values[10:] != alone.values[10:]  # ... which then learned from its results
+
+
+def test_samplers_figure_compares_each_sampler_with_sequential_tpe(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "samplers", "--levels", "1,4", "--problems", "Ackley-5",
+         "--seeds", "2", "--trials", "20", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tmp_path / "parallel-samplers.md").read_text()
+    # One in flight is the sequential reference itself: both ratios exactly 1.
+    assert re.search(r"\| TPESampler \| 1 \| 1 \([^)]*\), 1 \|", report), report
+    assert "| TPESampler | 4 |" in report
+    from benchmarks.samplers import available
+
+    usable, missing = available()
+    for name in usable:
+        assert f"| {name} | 4 |" in report, name
+    for name, why in missing.items():
+        assert f"{name}: {why}" in report

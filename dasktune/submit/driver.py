@@ -147,7 +147,12 @@ def optimize(
             end.
         client: The Dask client; the current one by default.
         concurrency: Most trials to run at once; by default one per worker thread,
-            following the cluster as workers join or leave.
+            following the cluster as workers join or leave. Each runner samples with its
+            own copy of the study's sampler (reseeded, so seeded runs stay distinct), from
+            every finished result and every running trial's parameters; past a few
+            trials at once the result after ``n_trials`` is worse than one at a time, by
+            what the sampler itself gives up with that many trials in flight (see the
+            README's "Parallel quality").
         callbacks: ``callback(study, frozen_trial)``, called in this process as each trial
             finishes, in finishing order.
         catch: Exception types of the objective that fail the trial but let the
