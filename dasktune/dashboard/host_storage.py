@@ -15,10 +15,8 @@ scheduler's event loop, on which the writes run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Container
 from collections.abc import Mapping
 from collections.abc import Sequence
-import copy
 import threading
 from typing import Any
 import uuid
@@ -33,6 +31,7 @@ from dasktune import compat
 from dasktune.storage import wire
 from dasktune.storage.host import StorageHost
 from dasktune.storage.replica import Replica
+from dasktune.storage.replica import ReplicaReads
 from dasktune.storage.replica import StudyReplica
 
 #: The storage plugin's route for operations (see :mod:`dasktune.storage.plugin`).
@@ -41,7 +40,7 @@ CALL = "dasktune_storage_call"
 _WRITE_SECONDS = 60.0
 
 
-class HostStorage(BaseStorage):
+class HostStorage(ReplicaReads, BaseStorage):
     """Optuna's ``BaseStorage`` over the storage ``name`` of the scheduler whose handlers
     and loop are given (in the scheduler's process).
 
@@ -62,7 +61,7 @@ class HostStorage(BaseStorage):
     ) -> None:
         self.hosts, self.name, self.handlers, self.loop = hosts, name, handlers, loop
         self._replica = Replica()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     # -- studies -------------------------------------------------------------------------
 
@@ -91,12 +90,6 @@ class HostStorage(BaseStorage):
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
         return list(self._study(study_id).directions)
-
-    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._study(study_id).user_attrs
-
-    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._study(study_id).system_attrs
 
     def get_all_studies(self) -> list[compat.FrozenStudy]:
         return [wire.decode_study(meta) for meta in self._host().store.get_all_studies()]
@@ -151,22 +144,6 @@ class HostStorage(BaseStorage):
         if trial is None:  # deleted with its study meanwhile
             raise KeyError(f"No trial with trial_id {trial_id} exists.")
         return trial
-
-    def get_all_trials(
-        self,
-        study_id: int,
-        deepcopy: bool = True,
-        states: Container[TrialState] | None = None,
-    ) -> list[FrozenTrial]:
-        study = self._study(study_id)
-        with self._lock:
-            trials = study.select(states)
-        return copy.deepcopy(trials) if deepcopy else trials
-
-    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
-        study = self._study(study_id)
-        with self._lock:
-            return study.trial_id(trial_number)
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -7,11 +7,9 @@ import asyncio
 import collections
 from collections import OrderedDict
 from collections.abc import Callable
-from collections.abc import Container
 from collections.abc import Generator
 from collections.abc import Sequence
 import concurrent.futures
-import copy
 import importlib
 import itertools
 import threading
@@ -38,6 +36,7 @@ from dasktune.storage.protocol import GONE
 from dasktune.storage.protocol import Op
 from dasktune.storage.protocol import SchedulerProtocol
 from dasktune.storage.replica import Replica
+from dasktune.storage.replica import ReplicaReads
 from dasktune.storage.replica import StudyReplica
 from dasktune.storage.writes import Flusher
 from dasktune.storage.writes import FLUSH_AFTER
@@ -52,7 +51,7 @@ StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
 _client_lock = threading.Lock()
 
 
-class DaskStorage(SchedulerProtocol, BaseStorage, compat.BaseHeartbeat):
+class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeartbeat):
     """An Optuna storage held by the Dask scheduler, shared by every client and worker.
 
     A drop-in for ``optuna_integration.DaskStorage`` (same arguments, same meaning): the
@@ -269,12 +268,6 @@ class DaskStorage(SchedulerProtocol, BaseStorage, compat.BaseHeartbeat):
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
         return list(self._study(study_id, fresh=False).directions)
 
-    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._study(study_id).user_attrs
-
-    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._study(study_id).system_attrs
-
     def get_all_studies(self) -> list[compat.FrozenStudy]:
         (studies,) = self._call([["get_all_studies", [], None]])
         return [wire.decode_study(data) for data in studies]
@@ -372,22 +365,6 @@ class DaskStorage(SchedulerProtocol, BaseStorage, compat.BaseHeartbeat):
         if trial is None:  # deleted with its study meanwhile
             raise KeyError(f"No trial with trial_id {trial_id} exists.")
         return trial
-
-    def get_all_trials(
-        self,
-        study_id: int,
-        deepcopy: bool = True,
-        states: Container[TrialState] | None = None,
-    ) -> list[FrozenTrial]:
-        study = self._study(study_id)
-        with self._lock:
-            trials = study.select(states)
-        return copy.deepcopy(trials) if deepcopy else trials
-
-    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
-        study = self._study(study_id)
-        with self._lock:
-            return study.trial_id(trial_number)
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
         study = self._study(study_id)

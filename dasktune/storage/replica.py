@@ -16,10 +16,12 @@ were.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Container
 import copy
 from datetime import datetime
 import math
+import threading
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -207,3 +209,38 @@ class Replica:
         study.distributions.update(trial.distributions)
         if study.is_better(trial):
             study.best = trial
+
+
+class ReplicaReads:
+    """The reads every storage kept in a :class:`Replica` answers alike — the ``DaskStorage``
+    proxy and the dashboard's ``HostStorage``, which differ only in how they bring a study's
+    replica up to date (their ``_study``). Mixed in before Optuna's ``BaseStorage``."""
+
+    _replica: Replica
+    _lock: threading.RLock
+
+    @abc.abstractmethod  # abstract through BaseStorage's ABCMeta
+    def _study(self, study_id: int) -> StudyReplica:
+        """The replica of ``study_id``, up to date; ``KeyError`` if there is no such study."""
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._study(study_id).user_attrs
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._study(study_id).system_attrs
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        study = self._study(study_id)
+        with self._lock:
+            trials = study.select(states)
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        study = self._study(study_id)
+        with self._lock:
+            return study.trial_id(trial_number)
