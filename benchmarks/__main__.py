@@ -13,7 +13,7 @@ from the raw runs without measuring. ``--scale``, ``--levels``, ``--problems``, 
 
 ``python -m benchmarks samplers [--levels] [--problems] [--seeds] [--trials] [--out DIR]``:
 which of Optuna's samplers gives up least at P trials in flight (:mod:`benchmarks.samplers`;
-about 35 minutes with PyTorch installed for ``GPSampler``): ``DIR/parallel-samplers.md``.
+about 50 minutes with PyTorch installed for ``GPSampler``): ``DIR/parallel-samplers.md``.
 
 Sections (each module's docstring says exactly what it runs): overhead against the peers
 (:mod:`benchmarks.overhead`), growth across a 10,000-trial study and memory afterwards

@@ -34,11 +34,11 @@ on its worker, and on 2 cores at most 2 samplings (fewer, with the scheduler and
 make progress at once. When P x sampling time outgrows the trial duration the run is
 CPU-bound: claimed trials wait for the CPU before they are sampled, and the elapsed-time
 figures measure the 2 cores, not the P workers a user would have. The report gives the
-achieved concurrency (simulated seconds of work per wall second) for each P so this shows;
+achieved concurrency (simulated seconds of work per wall second) for each P so this shows:
 in the committed baseline it stays near 3 for dasktune at P = 32 and 128 (6 for the threads
-peer). Regret at equal N is what the 2 cores distort least: a sampler still decides with
-about P trials started and not finished, though those waiting for the CPU have no parameters
-yet for TPE's constant liar to see.
+peer), on the code of ``results/parallel.md`` 7-12 (threads 7-11). So the real runs' regret at
+P = 32 and 128 is that of fewer trials in flight than P; the in-flight peer gives the
+sampler's own figure at P itself, with nothing in the way.
 
 What is not modelled. Which trial finishes first among nearly equal durations is decided by
 wall-clock noise (thread scheduling, the machine's other load), so only the sequential runs

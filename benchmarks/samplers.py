@@ -15,8 +15,9 @@ against this peer with TPE), so the table is what a user may expect from choosin
 
 ``GPSampler`` needs PyTorch and ``CmaEsSampler`` the ``cmaes`` package: a sampler whose
 package is missing is left out, and the report says so. ``GPSampler`` fits a Gaussian
-process at every sampling (about 0.15 s at N = 200 on this machine's cores, with
-``OMP_NUM_THREADS=1``): fine for trials of seconds, not for the ~50 ms simulated ones.
+process at every sampling (0.1-0.3 s each over a 200-trial run on one of this machine's
+cores, with ``OMP_NUM_THREADS=1``): fine for trials of seconds, not for the ~50 ms simulated
+ones, which is why this figure uses the virtual clock alone.
 Writes ``DIR/parallel-samplers.md``.
 """
 
