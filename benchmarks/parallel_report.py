@@ -326,8 +326,8 @@ class ParallelReport:
                  f"Median over seeds of the seconds until a run's best reaches the sequential peer's median "
                  f"result after N trials: N = {self.plan.n // 2} (half the budget, so that runs have room to "
                  f"reach it) and N = {self.plan.n} (only runs longer than that have room). All of each run's "
-                 "trials count; the sequential and in-flight peers run on their virtual clock. In brackets the speed-up over "
-                 "the sequential peer, then how many seeds reached it."]
+                 "trials count; the sequential and in-flight peers run on their virtual clock. In brackets "
+                 "the speed-up over the sequential peer, then how many seeds reached it."]
         for n in (self.plan.n // 2, self.plan.n):
             lines += ["", *self._table("config", "P", "N")]
             for config, p in f.rows:
@@ -397,13 +397,14 @@ class ParallelReport:
                   "bootstrap 10%-90% range is in brackets: a verdict inside it is within seed noise. Beside "
                   "them, the sampler's own ratio at P trials in flight (`optuna ask/tell, P in flight`): "
                   "what no way of running the same sampler P at a time avoids.", "",
-                  "| config | P | problem | N | baseline ratio | ratio now | target | result | sampler alone, P in flight |",
+                  "| config | P | problem | N | baseline ratio | ratio now | target | result "
+                  "| sampler alone, P in flight |",
                   "|---|---:|---|---:|---:|---:|---:|---|---:|"]
         def key(r: dict[str, Any]) -> tuple[Any, ...]:
             return r["figure"], r["problem"], r["config"], r["p"], r.get("n")
 
         before = {key(r): r for r in baseline["rows"]}
-        ours_now = {key(r): r for r in summary["rows"]}
+        current = {key(r): r for r in summary["rows"]}
         ours = (DASKTUNE_SEEDED, DASKTUNE_DEFAULT)
         order = {name: i for i, name in enumerate(self.plan.problems)}
         rows = sorted((r for r in summary["rows"] if r["config"] in ours and r["p"] > 1),
@@ -421,7 +422,7 @@ class ParallelReport:
                 continue
             ok = row["ratio"] <= target
             ok_all &= ok
-            alone = ours_now.get(("ratio", row["problem"], IN_FLIGHT, row["p"], row["n"]))
+            alone = current.get(("ratio", row["problem"], IN_FLIGHT, row["p"], row["n"]))
             lines.append(f"| {row['config']} | {row['p']} | {row['problem']} | {row['n']} | "
                          f"{_number(old['ratio']) if old else '—'} | {_number(row['ratio'])} "
                          f"({row['interval'][0]:.2f}-{row['interval'][1]:.2f}) | <= {target:.2f} | {_verdict(ok)} | "
@@ -501,8 +502,7 @@ def make_continuous(plan: Plan) -> set[str]:
 
 def _short(config: str) -> str:
     return {SEQUENTIAL: "sequential", THREADS: "optuna threads", IN_FLIGHT: "P in flight",
-            DASKTUNE_SEEDED: "dasktune seeded",
-            DASKTUNE_DEFAULT: "dasktune default"}[config]
+            DASKTUNE_SEEDED: "dasktune seeded", DASKTUNE_DEFAULT: "dasktune default"}[config]
 
 
 def _verdict(ok: bool) -> str:

@@ -35,7 +35,9 @@ from benchmarks.parallel import FULL
 from benchmarks.parallel import in_flight
 from benchmarks.parallel import Run
 from benchmarks.parallel import sequential
+from benchmarks.parallel import SEQUENTIAL
 from benchmarks.parallel import SYNTHETIC
+from benchmarks.parallel import tpe
 from benchmarks.parallel_report import geometric_mean
 from benchmarks.parallel_report import ratio
 from benchmarks.parallel_report import ratio_interval
@@ -44,7 +46,7 @@ from benchmarks.problems import problem as make_problem
 Sampler = Callable[[int], optuna.samplers.BaseSampler]
 
 SAMPLERS: dict[str, Sampler] = {
-    "TPESampler": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "TPESampler": tpe,
     # Optuna 5's default counts running trials as bad ones; Optuna 4's did not.
     "TPESampler(constant_liar=False)": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=False),
     "GPSampler": lambda seed: optuna.samplers.GPSampler(seed=seed),
@@ -103,8 +105,8 @@ def report(runs: list[Run], plan: Plan, missing: dict[str, str]) -> str:
         return np.array([min(r.values) - optimum[problem] for r in runs
                          if (r.config, r.problem, r.p) == (config, problem, p)])
 
-    reference = {problem: regrets("optuna sequential", problem, 1) for problem in problems}
-    configs = sorted({(r.config, r.p) for r in runs if r.config != "optuna sequential"},
+    reference = {problem: regrets(SEQUENTIAL, problem, 1) for problem in problems}
+    configs = sorted({(r.config, r.p) for r in runs if r.config != SEQUENTIAL},
                      key=lambda cp: (list(SAMPLERS).index(cp[0]), cp[1]))
     lines = ["# Parallel quality by sampler: P trials in flight against sequential TPE", "",
              f"Made by `python -m benchmarks samplers` (see `benchmarks/samplers.py`). {plan.seeds} seeds, "
