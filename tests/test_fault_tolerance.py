@@ -4,6 +4,7 @@ heartbeats, load from many threads, and bad input at the storage boundary."""
 from __future__ import annotations
 
 from collections import Counter
+import contextlib
 import os
 from pathlib import Path
 import signal
@@ -77,7 +78,10 @@ def test_worker_death_fails_its_running_trial(process_cluster: ProcessCluster) -
             message="the dead worker's trial to fail",
         )
         assert trial.state == TrialState.FAIL
-        assert trial.system_attrs[FAIL_REASON] == f"worker {dead} died while running this trial"
+        assert trial.system_attrs[FAIL_REASON] == (
+            f"worker {dead} died while running this trial: its connection to the scheduler "
+            "closed (the process was killed or crashed, or its network failed)"
+        )
         del future
 
 
@@ -342,3 +346,91 @@ def test_optimize_runs_the_stale_trial_callback_for_a_lost_heartbeat(client: Cli
     dasktune.optimize(study, second, n_trials=2)
     assert retried == [stale.number]
     assert study.trials[stale.number].state == TrialState.FAIL
+
+
+def half_second(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", 0, 1)
+    time.sleep(0.5)
+    return x
+
+
+def test_a_hung_worker_does_not_hold_optimize_once_its_trials_failed(tmp_path: Path) -> None:
+    """SIGSTOP one of two workers mid-run (a stuck GIL, a swapping machine, a debugger): the
+    heartbeat check fails its trials, the others finish the budget, and optimize returns
+    while the worker is still stopped — it does not wait for Dask to give up on it."""
+    cluster = ProcessCluster(tmp_path)
+    try:
+        cluster.start_scheduler()
+        workers = [cluster.start_worker(nthreads=2) for _ in range(2)]
+        cluster.wait_for_workers(2)
+        with cluster.client() as client:
+            storage = DaskStorage(heartbeat_interval=1, grace_period=3)
+            study = optuna.create_study(storage=storage)
+            outcome: dict = {}
+            thread = threading.Thread(
+                target=lambda: outcome.update(run=dasktune.optimize(study, half_second, n_trials=40))
+            )
+            thread.start()
+            running = wait_for(
+                lambda: [t for t in study.trials if t.state == TrialState.RUNNING and t.params],
+                message="a running trial",
+            )
+            hung = worker_of(study, running[0])
+            [pid] = [p for a, p in client.run(os.getpid).items() if a == hung]
+            os.kill(pid, signal.SIGSTOP)
+            # Done on the scheduler: every trial finished, none may start.
+            wait_for(lambda: len(study.trials) >= 40 and all(
+                t.state.is_finished() for t in study.trials), timeout=60, message="the budget")
+            done_at = time.monotonic()
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "optimize waits on the stopped worker"
+            assert time.monotonic() - done_at < 15
+            run = outcome["run"]
+            assert len(run.trials) == 40
+            failed = [t for t in study.trials if t.state == TrialState.FAIL]
+            assert failed and all(worker_of(study, t) == hung for t in failed)
+            assert all("heartbeat" in t.system_attrs[FAIL_REASON] for t in failed)
+            assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 40 - len(failed)
+    finally:
+        for worker in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGCONT)
+        cluster.close()
+
+
+class MemoryHog:
+    """Suggests ``x``, then (on a trial's first attempt) takes 600 MB in one call that holds
+    the GIL, as a model too large for its worker does: the nanny restarts the worker."""
+
+    def __init__(self, markers: Path) -> None:
+        self.markers = markers
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        marker = self.markers / repr(x)
+        if not marker.exists():
+            marker.touch()
+            hog = b"x" * (600 * 2**20)
+            time.sleep(30)
+            return float(len(hog))
+        return x
+
+
+def test_a_memory_killed_worker_keeps_the_parameters_and_the_retry_runs_them(tmp_path: Path) -> None:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, memory_limit="300MiB", dashboard_address=":0"
+    ) as cluster, Client(cluster) as client:
+        study = optuna.create_study(storage=DaskStorage(client=client))
+        run = dasktune.optimize(study, MemoryHog(tmp_path), n_trials=3, retries=1)
+        assert len(run.trials) == 3 and {t.state for t in run.trials} == {TrialState.COMPLETE}
+        lost = [t for t in study.trials if t.state == TrialState.FAIL]
+        assert len(lost) == 3  # each trial's first attempt took its worker down
+        for trial in lost:
+            assert set(trial.params) == {"x"}
+            reason = trial.system_attrs[FAIL_REASON]
+            assert "died while running this trial: its nanny restarted it for using" in reason
+            assert "past 95% of its 300.00 MiB memory limit" in reason
+            [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
+            assert retry.system_attrs["fixed_params"] == trial.params
+            assert retry.params == trial.params and retry.state == TrialState.COMPLETE
+            assert retry.value == trial.params["x"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+import socket
 import subprocess
 import sys
 import textwrap
@@ -126,15 +127,29 @@ def test_invalid_objective_values_fail_the_trial_as_optuna_does(
 
 def test_unserializable_objective_fails_before_anything_is_submitted(client: Client) -> None:
     study = new_study()
+    connection = socket.socket()
+
+    def holds_a_socket(trial: optuna.Trial) -> float:
+        return float(connection.fileno())
+
+    try:
+        with pytest.raises(TypeError, match="objective .* cannot be sent to the workers.*socket"):
+            dasktune.optimize(study, holds_a_socket, n_trials=3)
+    finally:
+        connection.close()
+    assert study.trials == []
+
+
+def test_objective_holding_a_lock_runs_with_a_lock_of_its_own(client: Client) -> None:
+    study = new_study()
     lock = threading.Lock()
 
     def holds_a_lock(trial: optuna.Trial) -> float:
         with lock:
-            return 0.0
+            return trial.suggest_float("x", 0, 1)
 
-    with pytest.raises(TypeError, match="cannot be sent to the workers.*lock"):
-        dasktune.optimize(study, holds_a_lock, n_trials=3)
-    assert study.trials == []
+    run = dasktune.optimize(study, holds_a_lock, n_trials=3)
+    assert [t.state for t in run.trials] == [TrialState.COMPLETE] * 3
 
 
 def test_study_in_another_storage_is_refused_with_the_fix(client: Client) -> None:
@@ -424,3 +439,37 @@ def test_cheap_trials_finish_exactly_n_trials_whatever_their_claims_batch(client
     assert len(run.trials) == 1001
     assert sorted(t.number for t in study.trials) == list(range(1001))
     assert {t.state for t in study.trials} == {TrialState.COMPLETE}
+
+
+def kind_by_parity(trial: optuna.Trial) -> float:
+    # Optuna refuses a parameter whose distribution kind differs from the study's earlier
+    # trials': with two workers, which trial meets the refusal is a race.
+    if trial.number % 2:
+        return float(trial.suggest_int("x", 0, 10))
+    return trial.suggest_float("x", 0, 10)
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_an_error_met_by_a_deferred_write_obeys_catch_and_never_completes_a_trial_without_its_parameters(
+    client: Client, attempt: int
+) -> None:
+    study = new_study()
+    run = dasktune.optimize(study, kind_by_parity, n_trials=20, catch=(ValueError,))
+    assert len(run.trials) == 20
+    states = [t.state for t in study.trials]
+    assert len(states) == 20 and set(states) <= {TrialState.COMPLETE, TrialState.FAIL}
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert complete and failed
+    assert all(t.params and t.value == t.params["x"] for t in complete)
+    kinds = {type(t.distributions["x"]).__name__ for t in complete}
+    assert len(kinds) == 1  # every COMPLETE trial holds the kind the study settled on
+    assert all("Cannot set different distribution kind" in t.system_attrs[FAIL_REASON] for t in failed)
+
+
+def test_an_error_met_by_a_deferred_write_not_in_catch_stops_the_run_with_it(client: Client) -> None:
+    study = new_study()
+    with pytest.raises(ValueError, match="Cannot set different distribution kind"):
+        dasktune.optimize(study, kind_by_parity, n_trials=20)
+    assert all(t.params for t in study.trials if t.state == TrialState.COMPLETE)
+    assert TrialState.RUNNING not in {t.state for t in study.trials}

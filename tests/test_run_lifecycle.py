@@ -356,3 +356,67 @@ def test_many_short_runs_on_one_scheduler_leave_no_record(tmp_path: Path, monkey
             assert client.run_on_scheduler(_plugin_records) == {"runs": 0, "studies": 0, "trials": 0}
     finally:
         cluster.close()
+
+
+def five_ms(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", 0, 1)
+    time.sleep(0.005)
+    return x
+
+
+class StopAfter:
+    """``study.stop()`` once ``k`` trials have finished, as seen by a callback or by the
+    objective itself (which reads the study fresh once it has reported a value, and records
+    how many trials it saw finished when it stopped)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.seen = 0
+
+    def callback(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.seen += 1
+        if self.seen == self.k:
+            study.stop()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        value = five_ms(trial)
+        trial.report(value, 0)
+        finished = len(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if finished + 1 >= self.k:  # with this one
+            trial.study.set_user_attr(f"stopped by {trial.number}", finished + 1)
+            trial.study.stop()
+        return value
+
+
+@pytest.fixture(scope="module")
+def many_threads() -> Iterator[Client]:
+    """Two worker processes of four threads each: eight trials at once."""
+    with LocalCluster(
+        n_workers=2, threads_per_worker=4, dashboard_address="127.0.0.1:0"
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+@pytest.mark.parametrize("where", ["callback", "objective"])
+@pytest.mark.parametrize("attempt", range(3))
+def test_study_stop_after_k_trials_starts_no_trial_beyond_those_running(
+    many_threads: Client, where: str, attempt: int
+) -> None:
+    k, concurrency = 7, sum(many_threads.nthreads().values())
+    study = optuna.create_study(storage=DaskStorage(client=many_threads))
+    stop = StopAfter(k)
+    if where == "callback":
+        run = dasktune.optimize(study, five_ms, n_trials=500, callbacks=[stop.callback])
+    else:
+        run = dasktune.optimize(study, stop, n_trials=500)
+    if where == "objective":  # as many as the first objective to stop saw finished
+        k = min(study.user_attrs.values())
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert k <= len(finished) <= k + concurrency
+    assert {t.state for t in finished} == {TrialState.COMPLETE}
+    assert len(run.trials) == len(finished)
+    # Trials claimed ahead and never started went back to WAITING, for a later run.
+    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.WAITING}
+    assert all(not t.params for t in study.trials if t.state == TrialState.WAITING)
+    assert run.status()["outcome"] == "stopped"
+    optuna.delete_study(study_name=study.study_name, storage=study._storage)

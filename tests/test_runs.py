@@ -148,10 +148,10 @@ def test_the_host_tells_the_run_which_trials_finished() -> None:
 def test_a_dead_workers_trials_fail_and_are_retried_with_their_parameters() -> None:
     host, study_id = _host_with_run(n_trials=2)
     (claimed,), _ = host.execute([["claim_trials", ["r", "k", 2, 0.0], None]], worker="w")
-    assert host.worker_removed("w") == claimed
+    assert host.worker_removed("w", "worker w died of old age") == claimed
     trials = host.backend.get_all_trials(study_id)
     assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
-    assert trials[0].system_attrs["fail_reason"] == "worker w died while running this trial"
+    assert trials[0].system_attrs["fail_reason"] == "worker w died of old age"
     assert trials[2].system_attrs["retry_history"] == [0]
     status, _ = host.run_status("r")
     assert status["claimed"] == 0 and status["lost"] == 2 and status["can_claim"]
@@ -188,7 +188,7 @@ def test_a_worker_removed_after_a_deletion_still_fails_other_studies_trials() ->
     host.execute([["claim_trials", ["r", "k", 1, 0.0], None]], worker="w")
     (claimed,), _ = host.execute([["claim_trials", ["o", "k2", 1, 0.0], None]], worker="w")
     host.execute([["delete_study", [study_id], None]])
-    assert host.worker_removed("w") == claimed
+    assert host.worker_removed("w", "gone") == claimed
     assert host.backend.get_trial(claimed[0]).state == TrialState.FAIL
 
 

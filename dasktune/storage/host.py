@@ -160,11 +160,12 @@ class StorageHost:
         timeout: float | None,
         retries: int,
         client: str | None,
+        gated: bool = False,
     ) -> wire.RunStatus:
         """Start accounting for one ``optimize`` call (again: the existing run's status)."""
         self.store.check_study(study_id)
         with self._runs_lock:
-            return self.runs.open(run_id, study_id, n_trials, timeout, retries, client)
+            return self.runs.open(run_id, study_id, n_trials, timeout, retries, client, gated)
 
     def register_runner(self, run_id: str, key: str) -> int:
         with self._runs_lock:
@@ -196,17 +197,56 @@ class StorageHost:
         self._refresh()
         return self.run_status(run_id)[0]
 
-    def release_trials(self, run_id: str, trial_ids: list[int], reason: str) -> list[int]:
-        """FAIL trials a runner of ``run_id`` claimed and will not run (it is stopping on an
-        error of its own), recording ``reason``; the ids of those it failed."""
+    def release_trials(self, run_id: str, trial_ids: list[int]) -> list[int]:
+        """Give back trials a runner of ``run_id`` claimed and never started (the run ended
+        before it took them, or the runner stops on an error of its own): WAITING again,
+        for a later run. The ids of those given back."""
+        released = [t for t in self._held(run_id, trial_ids) if self.store.requeue(t)]
         with self._runs_lock:
-            held = [t for t in trial_ids if (run := self.runs.run_of(t)) and run.run_id == run_id]
-        return [trial_id for trial_id in held if self.store.fail(trial_id, reason)]
+            self.runs.released(released)
+        return released
+
+    def abandon_trials(self, run_id: str, trial_ids: list[int], reason: str) -> list[int]:
+        """FAIL trials a runner of ``run_id`` started and will not finish (it stops on an
+        error of its own), recording ``reason``; the ids of those it failed."""
+        return [t for t in self._held(run_id, trial_ids) if self.store.fail(t, reason)]
+
+    def _held(self, run_id: str, trial_ids: list[int]) -> list[int]:
+        """Those of ``trial_ids`` that ``run_id`` runs."""
+        with self._runs_lock:
+            return [t for t in trial_ids if (run := self.runs.run_of(t)) and run.run_id == run_id]
 
     def run_status(self, run_id: str, since: int = 0) -> tuple[wire.RunStatus, list[int]]:
         """The run's status and the ids of the trials that finished after the first ``since``."""
         with self._runs_lock:
             return self.runs.status(run_id, since)
+
+    def take_ended(self) -> list[str]:
+        with self._runs_lock:
+            return self.runs.take_ended()
+
+    def seen(self, run_id: str, count: int) -> bool:
+        """See :meth:`RunBook.seen`."""
+        with self._runs_lock:
+            return self.runs.seen(run_id, count)
+
+    def gated_claim(self, ops: list[wire.Op]) -> tuple[int, str] | None:
+        """The index and run of the claim among ``ops`` that must wait for its run's driver
+        (see :mod:`dasktune.storage.runs`, Callbacks), if one must."""
+        with self._runs_lock:
+            for index, (name, args, _) in enumerate(ops):
+                run = self.runs.runs.get(args[0]) if name == "claim_trials" else None
+                if run is not None and run.gated:
+                    return index, run.run_id
+        return None
+
+    def gate(self, run_id: str) -> int | None:
+        with self._runs_lock:
+            return self.runs.gate(run_id)
+
+    def gate_open(self, run_id: str, threshold: int) -> bool:
+        with self._runs_lock:
+            return self.runs.gate_open(run_id, threshold)
 
     def find_runs(self, study_id: int) -> list[wire.RunStatus]:
         with self._runs_lock:
@@ -214,12 +254,13 @@ class StorageHost:
 
     # -- cluster events ------------------------------------------------------------------
 
-    def worker_removed(self, worker: str) -> list[int]:
-        """The scheduler removed ``worker``: its RUNNING trials become FAIL, and those of
-        runs with retries left are retried with the same parameters. The failed trials' ids."""
+    def worker_removed(self, worker: str, reason: str) -> list[int]:
+        """The scheduler removed ``worker``: its RUNNING trials become FAIL with ``reason``,
+        and those of runs with retries left are retried with the same parameters. The failed
+        trials' ids."""
         failed = []
         for trial_id in self.store.running_on(worker):
-            if not self.store.fail(trial_id, f"worker {worker} died while running this trial"):
+            if not self.store.fail(trial_id, reason):
                 continue  # it finished just before
             failed.append(trial_id)
             with self._runs_lock:
@@ -309,6 +350,7 @@ OPERATIONS: dict[str, Operation] = {
     "claim_trials": Operation(_host("claim_trials"), "run", once=True),
     "end_run": Operation(_host("end_run"), "run"),
     "release_trials": Operation(_host("release_trials"), "run"),
+    "abandon_trials": Operation(_host("abandon_trials"), "run"),
     "run_status": Operation(_host("run_status")),
     "find_runs": Operation(_host("find_runs")),
 }

@@ -7,13 +7,20 @@ Routes it adds to ``scheduler.handlers`` (all plain data, see :mod:`dasktune.sto
 ``dasktune_storage_call(name, ops, cursors, want, epoch, worker)``
     Apply write/read operations in order, then answer, for every study the operations
     touched or the caller wants, what changed since the caller's cursor.
-``dasktune_storage_watch(name, run_id, since, cursors, epoch, timeout, linger)``
+``dasktune_storage_watch(name, run_id, since, cursors, epoch, timeout, linger, seen)``
     Wait (at most ``timeout`` seconds) until a trial of the ``optimize`` run ``run_id``
-    finishes or the run ends, then answer as ``call`` does for ``run_status``.
+    finishes or the run ends, then answer as ``call`` does for ``run_status``. The run's
+    driver says ``seen``: it has run the callbacks of the first ``since`` finished trials,
+    which lets the claims of a run with callbacks go on (see :mod:`dasktune.storage.runs`).
 ``dasktune_storage_dump(name)``
     Every study and trial of ``name`` (for ``get_base_storage`` and exports).
 ``dasktune_storage_names()``
     The names of the storages on this scheduler.
+
+When a run ends other than by its budget (``study.stop()``, an error, a cancel), the plugin
+logs a scheduler event under the topic ``dasktune-run-ended`` (``{"storage", "run"}``): the
+processes that run its trials subscribe to it, so that a runner starts none of the trials it
+claimed ahead once the run has ended, without asking.
 
 Cluster events reach the storages through the plugin hooks: ``remove_worker`` fails the
 trials the worker was running (and retries those of runs), ``remove_client`` orphans the
@@ -49,10 +56,12 @@ import contextlib
 import functools
 from importlib.metadata import entry_points
 import logging
+import time
 from typing import Any
 from typing import TypeVar
 
 import dask.config
+from dask.utils import format_bytes
 from dask.utils import parse_timedelta
 from distributed import Scheduler
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -103,6 +112,7 @@ class StoragePlugin(SchedulerPlugin):
         #: Set (and replaced) whenever a storage's state changes, to wake its watchers.
         self._changed: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task | None = None
+        self._memory_limits: dict[str, int] = {}  # worker address -> its memory limit
         self._background: set[asyncio.Task] = set()
 
     async def start(self, scheduler: Scheduler) -> None:
@@ -119,6 +129,8 @@ class StoragePlugin(SchedulerPlugin):
             }
         )
         scheduler.set_metadata(keys=[wire.METADATA_KEY], value=True)
+        for worker in scheduler.workers:  # those that joined before the plugin
+            self.add_worker(scheduler, worker)
         self._sweeper = asyncio.create_task(self._sweep())
         for entry in entry_points(group=EXTENSIONS):
             try:
@@ -153,14 +165,21 @@ class StoragePlugin(SchedulerPlugin):
 
     # -- cluster events ------------------------------------------------------------------
 
+    def add_worker(self, scheduler: Scheduler, worker: str) -> None:
+        # Kept for the reason a worker's trials fail if its nanny restarts it for memory:
+        # the scheduler forgets the worker before ``remove_worker`` runs.
+        self._memory_limits[worker] = scheduler.workers[worker].memory_limit
+
     async def remove_worker(
         self, scheduler: Scheduler, worker: str, *, stimulus_id: str, **kwargs: Any
     ) -> None:
-        """A worker left (crash, lost network, scale-down): its RUNNING trials become FAIL,
-        and those of ``dasktune.optimize`` runs are retried."""
+        """A worker left (crash, memory kill, lost network, scale-down): its RUNNING trials
+        become FAIL, saying why where Dask knows it, and those of ``dasktune.optimize`` runs
+        are retried."""
+        reason = _why_removed(scheduler, worker, stimulus_id, self._memory_limits.pop(worker, 0))
         for name, host in list(self.hosts.items()):
             try:
-                failed = await self._on_backend_thread(name, host.worker_removed, worker)
+                failed = await self._on_backend_thread(name, host.worker_removed, worker, reason)
             except Exception:  # one storage's outage must not spare the others' trials
                 logger.exception("DaskStorage %r: failing the trials of %s failed", name, worker)
                 continue
@@ -221,7 +240,21 @@ class StoragePlugin(SchedulerPlugin):
             return _no_storage(name)
         if not ops:
             return self._reply(host, ops, [], None, cursors, want, epoch)
-        results, error = await self._on_backend_thread(name, host.execute, ops, worker)
+        gated = host.gated_claim(ops)
+        if gated is None:
+            results, error = await self._on_backend_thread(name, host.execute, ops, worker)
+        else:
+            # The writes before the claim (the runner's last tell) first: the driver must see
+            # that trial to let the claim go on.
+            split, run_id = gated
+            results, error = await self._on_backend_thread(name, host.execute, ops[:split], worker)
+            self._notify(name)
+            if error is None:
+                await self._until_gate_opens(name, host, run_id)
+                more, error = await self._on_backend_thread(name, host.execute, ops[split:], worker)
+                results += more
+                if error is not None and error["op"] is not None:
+                    error["op"] += split
         self._notify(name)
         return self._reply(host, ops, results, error, cursors, want, epoch)
 
@@ -235,10 +268,13 @@ class StoragePlugin(SchedulerPlugin):
         epoch: str | None,
         timeout: float,
         linger: float = 0.0,
+        seen: bool = False,
     ) -> dict[str, Any]:
         host = self.hosts.get(name)
         if host is None:
             return _no_storage(name)
+        if seen and host.seen(run_id, since):
+            self._notify(name)  # claims waiting for the driver go on
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         # A watcher that asks for it waits ``linger`` s from its call for more trials to
@@ -277,10 +313,26 @@ class StoragePlugin(SchedulerPlugin):
 
     # -- helpers -------------------------------------------------------------------------
 
+    async def _until_gate_opens(self, name: str, host: StorageHost, run_id: str) -> None:
+        """Hold a claim of a gated run until its driver has seen every trial finished now."""
+        threshold = host.gate(run_id)
+        if threshold is None:
+            return
+        while not host.gate_open(run_id, threshold):
+            changed = self._changed.setdefault(name, asyncio.Event())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), _SWEEP_SECONDS)  # a deadline may pass
+
     def _notify(self, name: str) -> None:
+        """The storage ``name`` changed: wake what waits on it, tell runners of runs that
+        ended."""
         changed = self._changed.pop(name, None)
         if changed is not None:
             changed.set()
+        host = self.hosts.get(name)
+        if host is not None and self.scheduler is not None:
+            for run_id in host.take_ended():
+                self.scheduler.log_event(wire.RUN_ENDED_TOPIC, {"storage": name, "run": run_id})
 
     @staticmethod
     def _reply(
@@ -343,6 +395,40 @@ class StoragePlugin(SchedulerPlugin):
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)  # keep a reference until it is done
         task.add_done_callback(self._background.discard)
+
+
+#: Scheduler event topic under which a nanny reports restarting its worker for memory.
+_MEMORY_RESTART = "worker-restart-memory"
+#: How recent such an event must be to explain a worker's removal (it arrives moments before).
+_MEMORY_RESTART_SECONDS = 30.0
+
+
+def _why_removed(scheduler: Scheduler, worker: str, stimulus_id: str, memory_limit: int) -> str:
+    """Why the trials ``worker`` was running failed, as far as Dask knows: its nanny restarted
+    it for memory (the nanny's event), it stopped answering (the scheduler's worker TTL), it
+    was retired, or its connection closed (killed, crashed, or a network failure)."""
+    recent = time.time() - _MEMORY_RESTART_SECONDS
+    for stamp, event in reversed(scheduler.get_events(_MEMORY_RESTART)):
+        if stamp > recent and isinstance(event, dict) and event.get("worker") == worker:
+            share = dask.config.get("distributed.worker.memory.terminate", 0.95)
+            limit = f"{share:.0%} of its {format_bytes(memory_limit)}" if memory_limit else "its"
+            return (
+                f"worker {worker} died while running this trial: its nanny restarted it for "
+                f"using {format_bytes(event.get('rss', 0))} of memory, past {limit} memory "
+                "limit (distributed.worker.memory.terminate)"
+            )
+    if stimulus_id.startswith("check-worker-ttl"):
+        return (
+            f"worker {worker} died while running this trial: it stopped answering the "
+            f"scheduler for longer than distributed.scheduler.worker-ttl "
+            f"({scheduler.worker_ttl:g} s): hung, or cut off by the network"
+        )
+    if stimulus_id.startswith("retire-workers"):
+        return f"worker {worker} was retired (the cluster scaled down) while running this trial"
+    return (
+        f"worker {worker} died while running this trial: its connection to the scheduler "
+        "closed (the process was killed or crashed, or its network failed)"
+    )
 
 
 def _build_host(url: str | None, contents: list[Any] | None) -> StorageHost:

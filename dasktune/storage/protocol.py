@@ -30,6 +30,7 @@ from distributed.protocol.pickle import dumps
 from distributed.utils import sync
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
 
 from dasktune.storage import wire
 from dasktune.storage.replica import Replica
@@ -93,14 +94,17 @@ class SchedulerProtocol:
         ``tolerate``: error types a pending write may meet because its trial was finished
         or deleted elsewhere meanwhile (a runner's trial failed by an aborted run); such a
         write and the later ones of its trial are dropped, the rest is sent again. A
-        runner's thread tolerates :data:`GONE` always.
+        runner's thread tolerates :data:`GONE` always. A pending write the scheduler
+        refuses otherwise fails its trial (see :meth:`_exchange`).
         """
-        if not tolerate and getattr(self._thread, "runner", False):
-            tolerate = GONE
+        own = writes is None  # the thread sends its own writes (not the flusher another's)
         writes = writes or self._pending()
+        if not tolerate and writes.runner:
+            tolerate = GONE
         with writes.lock:  # this thread's earlier writes go first, whoever sends them
-            pending = self._take(writes, tolerate)
-            return self._sync(self._exchange(pending, ops, want, tolerate))
+            pending = self._take(writes, tolerate, raise_refused=own)
+            stop = own and not writes.runner
+            return self._sync(self._exchange(writes, pending, ops, want, tolerate, stop))
 
     def _call_soon(
         self, ops: list[Op], tolerate: tuple[type[Exception], ...] = ()
@@ -109,43 +113,71 @@ class SchedulerProtocol:
         trials while its objective runs. This thread's writes made until now go with it."""
         writes = self._pending()
         with writes.lock:
-            pending = self._take(writes, tolerate)
+            pending = self._take(writes, tolerate, raise_refused=False)
         loop = self.client.loop
         assert loop is not None, "a running client has a loop"
         return asyncio.run_coroutine_threadsafe(
-            self._exchange(pending, ops, (), tolerate), loop.asyncio_loop  # type: ignore[attr-defined]
+            self._exchange(writes, pending, ops, (), tolerate, False),
+            loop.asyncio_loop,  # type: ignore[attr-defined]
         )
 
-    def _watch(self, run_id: str, since: int, timeout: float, linger: float) -> list[Any]:
+    def _watch(
+        self, run_id: str, since: int, timeout: float, linger: float, seen: bool
+    ) -> list[Any]:
         """Wait up to ``timeout`` s for a trial of ``run_id`` to finish or the run to end
         (and, once one has, until ``linger`` s after the call, for more);
         ``[status, ids of trials finished after the first since]``, replica refreshed."""
 
         async def watch() -> list[Any]:
             reply = await self._ask(
-                "dasktune_storage_watch", run_id=run_id, since=since, timeout=timeout, linger=linger
+                "dasktune_storage_watch",
+                run_id=run_id,
+                since=since,
+                timeout=timeout,
+                linger=linger,
+                seen=seen,
             )
             return self._apply(reply, [], ())[0]
 
         return self._sync(watch())
 
     @staticmethod
-    def _take(writes: PendingWrites, tolerate: tuple[type[Exception], ...]) -> list[Op]:
+    def _take(
+        writes: PendingWrites, tolerate: tuple[type[Exception], ...], raise_refused: bool
+    ) -> list[Op]:
         """``writes``' ops, now the caller's to send, after raising what the flusher met
-        sending earlier ones (lock held by the caller)."""
+        sending earlier ones, and (``raise_refused``, unless ``writes`` are a runner's) a
+        write it had refused (lock held by the caller)."""
         if writes.error is not None:
             error, writes.error = writes.error, None
             if not isinstance(error, tolerate):
                 raise error
+        if raise_refused and writes.refused and not writes.runner:
+            _, error = writes.refused.popitem()
+            raise error
         return writes.take()
 
     async def _exchange(
         self,
+        writes: PendingWrites,
         pending: list[Op],
         ops: list[Op],
         want: Sequence[int],
         tolerate: tuple[type[Exception], ...],
+        stop_on_refusal: bool,
     ) -> list[Any]:
+        """Send ``pending`` (taken from ``writes``) and ``ops``; the results of ``ops``.
+
+        A pending write the scheduler refuses with an error of Optuna's own checks (a
+        parameter whose distribution another process set differently meanwhile, say) is
+        an error of its trial, as if ``suggest`` had raised it: the trial is failed with it
+        as its reason, its later writes (its tell) are dropped, the rest is sent again, and
+        the error is recorded in ``writes.refused`` — so no trial ends COMPLETE without
+        what it suggested. A runner reports it with the trial's outcome (its ``catch``
+        applies); for any other thread (``stop_on_refusal``) ``ops`` are not sent and the
+        error is raised here.
+        """
+        refused: Exception | None = None
         while True:
             try:
                 reply = await self._ask(
@@ -159,14 +191,39 @@ class SchedulerProtocol:
             error = reply["error"]
             failed = error["op"] if error is not None else None
             if failed is None or failed >= len(pending):
-                return self._apply(reply, pending, want)[len(pending) :]
+                results = self._apply(reply, pending, want)[len(pending) :]
+                if refused is not None:
+                    raise refused
+                return results
             exc = wire.decode_error(error)  # type: ignore[arg-type]
-            if not isinstance(exc, tolerate):
-                return self._apply(reply, pending, want)  # raises
             self._merge(reply)  # the deltas show the trial as it now is
             trial_id = pending[failed][1][0]
-            pending = [op for op in pending[failed + 1 :] if op[1][0] != trial_id]
-            _logger.debug(f"Dropped writes to trial {trial_id}, finished elsewhere: {exc}")
+            rest = [op for op in pending[failed + 1 :] if op[1][0] != trial_id]
+            if isinstance(exc, tolerate) or trial_id in writes.refused:
+                pending = rest  # finished elsewhere meanwhile: nothing left to write to
+                _logger.debug(f"Dropped writes to trial {trial_id}, finished elsewhere: {exc}")
+                continue
+            if sys.version_info >= (3, 11):
+                exc.add_note(
+                    f"Raised by the scheduler for a write to trial {trial_id} "
+                    f"({pending[failed][0]}) that this thread sent after making it; the "
+                    "trial was failed with this error."
+                )
+            writes.refused[trial_id] = exc
+            pending = self._failing(trial_id, exc) + rest
+            if stop_on_refusal:
+                refused = writes.refused.pop(trial_id)
+                ops, want = [], ()
+
+    def _failing(self, trial_id: int, error: Exception) -> list[Op]:
+        """The writes that fail ``trial_id`` with ``error`` as its reason."""
+        reason = wire.encode_attr(f"{type(error).__name__}: {error}")
+        with self._lock:
+            self._unacked[trial_id] += 2
+        return [
+            self._write("set_trial_system_attr", trial_id, wire.FAIL_REASON, reason),
+            self._write("set_trial_state_values", trial_id, TrialState.FAIL.value, None),
+        ]
 
     def _apply(self, reply: dict[str, Any], pending: list[Op], want: Sequence[int]) -> list[Any]:
         """Bring the replica up to date from ``reply``; its results, or its error raised."""

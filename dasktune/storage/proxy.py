@@ -158,6 +158,7 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         self._thread = threading.local()  # per thread: unsent writes, snapshot, runner mode
         self._flusher = Flusher(self._send_pending)
         self._owned: set[int] = set()  # RUNNING trials this process runs
+        self._stale: set[int] = set()  # the stale trials last reported, which Optuna fails
         self._unacked: collections.Counter[int] = collections.Counter()
         self._request_prefix = uuid.uuid4().hex[:16]
         self._request_numbers = itertools.count()
@@ -326,19 +327,19 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
     ) -> bool:
         trial = self._updatable_trial(trial_id)
         values = None if values is None else [float(v) for v in values]
-        if (
-            getattr(self._thread, "runner", False)
-            and state.is_finished()
-            and trial_id in self._owned
-        ):
+        if self._pending().runner and state.is_finished() and trial_id in self._owned:
             # A runner's tell travels with its next request (the next claim): no round trip.
             op = self._write("set_trial_state_values", trial_id, state.value, values)
             self._trial_write(trial, op, "set_state", state, values)
             self._owned.discard(trial_id)
             return True
-        (changed,) = self._call(
-            [self._write("set_trial_state_values", trial_id, state.value, values)]
-        )
+        ops = [self._write("set_trial_state_values", trial_id, state.value, values)]
+        if state == TrialState.FAIL and trial_id in self._stale:
+            # Optuna's fail_stale_trials fails it, and records no reason: say why.
+            reason = f"no heartbeat for over {self._grace():g} s, its grace period"
+            ops.insert(0, self._write("set_trial_system_attr", trial_id, wire.FAIL_REASON,
+                                      wire.encode_attr(reason)))
+        *_, changed = self._call(ops)
         if state.is_finished():
             self._owned.discard(trial_id)
             self._thread.snapshot = None  # the trial's snapshot ends with it
@@ -389,6 +390,7 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         (stale,) = self._call([["get_stale_trial_ids", [study_id, self._grace()], None]])
+        self._stale = set(stale)  # Optuna fails them next
         return stale
 
     def _grace(self) -> float:
@@ -415,13 +417,15 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         timeout: float | None,
         retries: int,
         client_id: str | None,
+        gated: bool = False,
     ) -> wire.RunStatus:
         """Open the run ``run_id`` of ``study_id`` on the scheduler, which then enforces its
         budget. ``client_id``: the Dask client that drives it (the run ends if that client
-        leaves), ``None`` for a detached run."""
-        (status,) = self._call(
-            [self._write("open_run", run_id, study_id, n_trials, timeout, retries, client_id)]
-        )
+        leaves), ``None`` for a detached run. ``gated``: its driver runs callbacks, which
+        see each trial before the trial's runner starts another (see
+        :mod:`dasktune.storage.runs`)."""
+        op = self._write("open_run", run_id, study_id, n_trials, timeout, retries, client_id, gated)
+        (status,) = self._call([op])
         return status
 
     def register_runner(self, run_id: str, key: str) -> int:
@@ -454,12 +458,19 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         (status,) = self._call([self._write("end_run", run_id, outcome, reason)])
         return status
 
-    def release_trials(self, run_id: str, trial_ids: list[int], reason: str) -> list[int]:
-        """FAIL trials this runner claimed for ``run_id`` and will not run, with ``reason``."""
-        (released,) = self._call(
-            [self._write("release_trials", run_id, trial_ids, reason)], tolerate=GONE
-        )
+    def release_trials(self, run_id: str, trial_ids: list[int]) -> list[int]:
+        """Give back trials this runner claimed for ``run_id`` and never started: they are
+        WAITING again, outside the run's budget. The ids of those it gave back."""
+        (released,) = self._call([self._write("release_trials", run_id, trial_ids)], tolerate=GONE)
         return released
+
+    def abandon_trials(self, run_id: str, trial_ids: list[int], reason: str) -> list[int]:
+        """FAIL trials this runner started for ``run_id`` and will not finish, with
+        ``reason``. The ids of those it failed."""
+        (failed,) = self._call(
+            [self._write("abandon_trials", run_id, trial_ids, reason)], tolerate=GONE
+        )
+        return failed
 
     def run_status(self, run_id: str) -> wire.RunStatus:
         """The run's status on the scheduler. Raises ``KeyError`` for an unknown run."""
@@ -467,14 +478,30 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         return status
 
     def watch_run(
-        self, run_id: str, since: int, timeout: float, linger: float = 0.0
+        self, run_id: str, since: int, timeout: float, linger: float = 0.0, seen: bool = False
     ) -> tuple[wire.RunStatus, list[int]]:
         """Wait up to ``timeout`` s for a trial of ``run_id`` to finish or the run to end:
         its status and the ids of its trials that finished after the first ``since``, all
         readable locally. Once a trial has finished, the answer waits until ``linger`` s
-        after the call for more (never past the run's end or ``timeout``)."""
-        status, finished = self._watch(run_id, since, timeout, linger)
+        after the call for more (never past the run's end or ``timeout``). ``seen``: the
+        caller, the run's driver, has run the callbacks of the first ``since`` trials."""
+        status, finished = self._watch(run_id, since, timeout, linger, seen)
         return status, finished
+
+    def follow_run_ends(self) -> None:
+        """Learn, in this process, of runs that end (see :meth:`run_ended`): subscribe this
+        storage's client to the scheduler's announcements, once per client."""
+        client = self.client
+        with _instances_lock:
+            if client in _following:
+                return
+            _following.add(client)
+        client.subscribe_topic(wire.RUN_ENDED_TOPIC, _run_ended)
+
+    def run_ended(self, run_id: str) -> bool:
+        """Whether the scheduler announced that ``run_id`` ended (``study.stop()``, an error,
+        a cancel) to this process since :meth:`follow_run_ends`; no request is made."""
+        return (self.name, run_id) in _ended_runs
 
     def find_runs(self, study_id: int) -> list[wire.RunStatus]:
         """Every run of ``study_id`` the scheduler keeps, oldest first."""
@@ -496,23 +523,39 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
                 return False
             self._owned.add(trial_id)
         if runner:
-            self._thread.runner = True
+            self._pending().runner = True
             self._thread.snapshot = self._replica.study_of(trial_id)
         return True
 
-    def send_writes_within(self, seconds: float | None) -> None:
+    def send_writes_within(self, seconds: float | None, params_at_once: bool = True) -> None:
         """Let this thread's deferred writes wait at most ``seconds`` (``None``: the
         default, :data:`~dasktune.storage.writes.FLUSH_AFTER`) for its next request before
-        the flusher sends them: a runner of slow trials sends a trial's parameters at once,
-        so that other workers' samplers know what runs."""
-        self._pending().delay = FLUSH_AFTER if seconds is None else seconds
+        the flusher sends them: a runner of slow trials sends a trial's writes at once, so
+        that other workers' samplers know what runs. ``params_at_once``: its parameters
+        reach the scheduler before ``suggest`` returns (the default of every thread); a
+        runner of cheap trials lets them wait with the rest."""
+        writes = self._pending()
+        writes.delay = FLUSH_AFTER if seconds is None else seconds
+        writes.params_at_once = params_at_once
 
     def end_runner(self) -> None:
-        """This thread runs no more trials: send what it holds back, read fresh again."""
-        self._thread.runner = False
+        """This thread runs no more trials: send what it holds back, read fresh again.
+        Writes the scheduler refuses meanwhile stay for :meth:`take_refused`."""
+        writes = self._pending()
         self._thread.snapshot = None
-        if self._pending().ops:
+        if writes.ops:
             self._call([], tolerate=GONE)
+        writes.runner = False
+
+    def take_refused(self) -> dict[int, Exception]:
+        """The trials of this runner thread that the scheduler failed since the last call
+        because it refused a write of theirs sent after the trial's objective had moved on
+        (a cheap trial's parameter, or its tell): trial id -> the error, which is also the
+        trial's ``fail_reason``. The runner reports each as an error of that trial."""
+        writes = self._pending()
+        with writes.lock:
+            refused, writes.refused = writes.refused, {}
+        return refused
 
     # -- helpers -----------------------------------------------------------------
 
@@ -566,7 +609,14 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
             self._unacked[trial_id] += 1
         writes = self._pending()
         writes.add(op)
-        self._flusher.wake(writes)
+        if apply == "set_param" and writes.params_at_once:
+            # Before suggest returns: a worker that dies next keeps nothing of the trial's,
+            # and a parameter the scheduler refuses raises here, in the objective.
+            self._call([])
+            if trial_id in writes.refused:  # a runner's: the others' raise in _call
+                raise writes.refused.pop(trial_id)
+        else:
+            self._flusher.wake(writes)
 
 
 #: The DaskStorage last made for each name in this process, most recent last. Unpickling
@@ -594,6 +644,19 @@ def _forget(storage: DaskStorage) -> None:
 
 #: Clients whose workers were asked to import the runner's modules.
 _warmed: weakref.WeakSet[Client] = weakref.WeakSet()
+#: Clients subscribed to the scheduler's announcements of runs that ended ...
+_following: weakref.WeakSet[Client] = weakref.WeakSet()
+#: ... and the (storage name, run id) of those announced, the latest few hundred.
+_ended_runs: OrderedDict[tuple[str, str], None] = OrderedDict()
+_MAX_ENDED_RUNS = 512
+
+
+def _run_ended(event: tuple[float, dict[str, str]]) -> None:
+    """The scheduler announced a run that ended (on the client's event loop)."""
+    _, message = event
+    _ended_runs[(message["storage"], message["run"])] = None
+    while len(_ended_runs) > _MAX_ENDED_RUNS:
+        _ended_runs.popitem(last=False)
 
 
 async def _import_runner_in_background() -> None:

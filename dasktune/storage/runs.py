@@ -18,6 +18,11 @@ A *run* is one ``optimize`` call on one study. It has one lifecycle, owned here:
 - **Runners.** Each runner task registers with its Dask key; when Dask releases that task
   (cancelled, its client gone) the runner's next claim is refused, so it leaves its worker
   thread.
+- **Callbacks.** A run whose caller has callbacks is *gated*: a claim is granted one trial
+  at a time, and only once the driver has seen (run the callbacks of) every trial that had
+  finished when the claim arrived — as ``Study.optimize`` runs a trial's callbacks before
+  that thread's next trial. So a callback's ``study.stop()`` ends the run with at most one
+  trial per runner beyond those its callbacks had seen.
 
 Cleanup model: a live run is kept until it ends; an ended run is kept for
 :data:`ENDED_RUN_SECONDS` (or until more than :data:`MAX_ENDED_RUNS` ended runs are kept),
@@ -74,6 +79,8 @@ class RunRecord:
     runners: dict[str, int] = field(default_factory=dict)
     registrations: int = 0
     released: set[str] = field(default_factory=set)  # runner keys Dask released
+    gated: bool = False  # see the module docstring (Callbacks)
+    seen: int = 0  # finished trials whose callbacks the driver has run
 
     def can_claim(self, now: float | None = None) -> bool:
         """Whether a new trial may start: not stopped, budget left, deadline ahead."""
@@ -116,6 +123,7 @@ class RunBook:
         self.runs: dict[str, RunRecord] = {}
         self._run_of: dict[int, RunRecord] = {}  # RUNNING trial id -> the run that claimed it
         self._runner_runs: dict[str, RunRecord] = {}  # runner task key -> its run
+        self._ended: list[str] = []  # runs stopped since take_ended() was last asked
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -127,10 +135,11 @@ class RunBook:
         timeout: float | None,
         retries: int,
         client: str | None,
+        gated: bool = False,
     ) -> wire.RunStatus:
         """Start accounting for one ``optimize`` call (again: the existing run's status)."""
         if run_id not in self.runs:
-            run = RunRecord(run_id, study_id, n_trials, timeout, retries, client)
+            run = RunRecord(run_id, study_id, n_trials, timeout, retries, client, gated=gated)
             if timeout is not None:
                 run.deadline = time.monotonic() + timeout
             self.runs[run_id] = run
@@ -145,6 +154,7 @@ class RunBook:
         run = self.get(run_id)
         if run.stopped is None:
             run.stopped, run.outcome = reason, outcome
+            self._ended.append(run_id)
         if outcome in GRACEFUL:
             self._check_done(run)
             return []
@@ -162,6 +172,7 @@ class RunBook:
                 self._drop(run)
                 continue
             run.stopped, run.outcome = reason, "deleted"
+            self._ended.append(run.run_id)
             for trial_id in run.running:
                 self._run_of.pop(trial_id, None)
             run.running.clear()
@@ -215,7 +226,7 @@ class RunBook:
         now = time.monotonic()
         if (key is not None and key in run.released) or not run.can_claim(now):
             return 0
-        n = max(1, wanted)
+        n = 1 if run.gated else max(1, wanted)
         if run.n_trials is not None:
             remaining = run.n_trials - run.claimed
             runners = max(1, len(run.runners) - len(run.released))
@@ -235,6 +246,29 @@ class RunBook:
     def run_of(self, trial_id: int) -> RunRecord | None:
         return self._run_of.get(trial_id)
 
+    def gate(self, run_id: str) -> int | None:
+        """For a claim of a gated run that may start a trial: how many finished trials its
+        driver must have seen before it is granted (those finished now). ``None``: no wait."""
+        run = self.runs.get(run_id)
+        if run is None or not run.gated or not run.can_claim():
+            return None
+        return run.finished
+
+    def gate_open(self, run_id: str, threshold: int) -> bool:
+        """Whether a claim held at :meth:`gate`'s ``threshold`` may go on: the driver has
+        seen as many trials, or the run can start none any more (the claim is refused)."""
+        run = self.runs.get(run_id)
+        return run is None or run.seen >= threshold or not run.can_claim()
+
+    def seen(self, run_id: str, count: int) -> bool:
+        """The driver of ``run_id`` has run the callbacks of its first ``count`` finished
+        trials; whether that opens gates."""
+        run = self.runs.get(run_id)
+        if run is None or count <= run.seen:
+            return False
+        run.seen = count
+        return run.gated
+
     # -- trial events ------------------------------------------------------------------
 
     def finished(self, trial_ids: Iterable[int]) -> bool:
@@ -251,6 +285,16 @@ class RunBook:
             self._check_done(run)
         return changed
 
+    def released(self, trial_ids: Iterable[int]) -> None:
+        """Claimed trials that never started went back to WAITING: out of the budget."""
+        for trial_id in trial_ids:
+            run = self._run_of.pop(trial_id, None)
+            if run is None:
+                continue
+            run.running.pop(trial_id, None)
+            run.claimed -= 1
+            self._check_done(run)
+
     def lost(self, trial_id: int, retried: bool) -> None:
         """A trial failed because its worker died; ``retried``: a WAITING copy takes its
         place in the budget, else it counts as finished."""
@@ -265,6 +309,12 @@ class RunBook:
             run.finished += 1
             run.finished_ids.append(trial_id)
         self._check_done(run)
+
+    def take_ended(self) -> list[str]:
+        """The runs stopped (by any end but their budget) since the last call: their runners
+        must start none of the trials they claimed ahead."""
+        ended, self._ended = self._ended, []
+        return ended
 
     # -- reading -----------------------------------------------------------------------
 

@@ -198,6 +198,18 @@ class Store:
         self._touch(trial_id)
         return True
 
+    def requeue(self, trial_id: int) -> bool:
+        """Make a RUNNING trial that never started WAITING again (for the next claim);
+        ``False`` if it had finished meanwhile."""
+        try:
+            if not self.backend.set_trial_state_values(trial_id, TrialState.WAITING):
+                return False
+        except UpdateFinishedTrialError:
+            return False
+        self._workers.pop(trial_id, None)  # no worker ran it
+        self._touch(trial_id)
+        return True
+
     def retry(self, trial_id: int, retries: int) -> int | None:
         """Enqueue a copy of a failed trial with its parameters, as Optuna's
         ``RetryFailedTrialCallback`` records it, unless ``retries`` are used up; the id of

@@ -48,6 +48,8 @@ from dasktune import compat
 PLUGIN_NAME = "dasktune-storage"
 #: Scheduler metadata key set while the plugin runs, so a client can tell it is there.
 METADATA_KEY = "dasktune-storage-plugin"
+#: Scheduler event topic under which the plugin announces a run that ended (see the plugin).
+RUN_ENDED_TOPIC = "dasktune-run-ended"
 #: System attribute holding why a trial failed (the objective's error, an invalid value, a
 #: dead worker, an interrupt): the key Optuna 2 used, which optuna-dashboard shows.
 FAIL_REASON = "fail_reason"

@@ -4,7 +4,10 @@ Each thread's writes wait in its own :class:`PendingWrites`, in order, and leave
 thread's next request — or, if the thread makes none for its delay (:data:`FLUSH_AFTER`
 seconds by default; a long objective between two ``suggest`` calls), with the
 :class:`Flusher`'s. A thread whose writes others should see soon (the parameters of a
-trial other workers' samplers should know about) sets a short delay. A thread's lock
+trial other workers' samplers should know about) sets a short delay. Parameters do not
+wait at all unless the thread says so (``params_at_once``, cleared only by a runner of
+cheap trials): the write sends them, so the worker can die right after without them. A
+thread's lock
 is held while its writes are being sent, by whichever thread sends them, so they reach the
 scheduler in the order they were made. An error the scheduler returns for writes the
 flusher sent is raised by the owning thread's next request.
@@ -31,7 +34,15 @@ class PendingWrites:
         self.ops: list[list[Any]] = []
         self.since = 0.0  # when the oldest of ``ops`` was made
         self.delay = FLUSH_AFTER  # how long they may wait for the thread's own next request
+        #: Whether a parameter is sent before the write returns rather than waiting too.
+        self.params_at_once = True
         self.error: BaseException | None = None
+        #: Trial id -> the error the scheduler refused a write of it with (the trial was
+        #: failed with it), until the thread reports it.
+        self.refused: dict[int, Exception] = {}
+        #: The thread is a runner of ``dasktune.optimize``: it reports refused writes with
+        #: its trials' outcomes, and defers its trials' tells to its next claim.
+        self.runner = False
         self.lock = threading.RLock()
 
     @property

@@ -24,7 +24,6 @@ from distributed import Client
 from distributed import fire_and_forget
 from distributed import get_client
 from distributed import secede
-from distributed.protocol.pickle import dumps
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.study import StudyDirection
@@ -34,7 +33,6 @@ from optuna.trial import TrialState
 from dasktune import compat
 from dasktune.storage import DaskStorage
 from dasktune.storage import wire
-from dasktune.storage.runs import GRACEFUL
 from dasktune.storage.wire import FAIL_REASON
 from dasktune.submit import policy
 from dasktune.submit.progress import ProgressBar
@@ -199,12 +197,20 @@ def optimize(
         storage._client = client
     client = client or storage.client
     run_id = f"{_key_name(study.study_name)}-{uuid.uuid4().hex[:12]}"
-    spec = RunSpec(study, run_id, objective, catches, resources, search_space)
     callbacks = list(callbacks or ())
+    # Define-and-run claims in this process, after the callbacks: no gate needed (or held).
+    gated = bool(callbacks) and search_space is None
+    spec = RunSpec(study, run_id, objective, catches, resources, search_space, gated)
 
     def start() -> Run:
         storage.open_run(
-            run_id, compat.study_id(study), n_trials, timeout, retries, None if detach else client.id
+            run_id,
+            compat.study_id(study),
+            n_trials,
+            timeout,
+            retries,
+            None if detach else client.id,
+            gated=spec.gated,
         )
         if not detach:
             return _drive(Run(study, run_id), _tasks(client, spec), callbacks, concurrency, show_progress_bar)
@@ -259,8 +265,14 @@ def _drive(
         with compat.optimize_loop(study):  # lets callbacks call study.stop()
             while True:
                 watch = tasks.wait_here() if tasks is not None else WATCH_SECONDS
+                # A run with callbacks holds its runners' claims until they have run: answer
+                # each finished trial at once rather than in batches.
                 status, finished = storage.watch_run(
-                    run.run_id, len(run.trials), timeout=watch, linger=WATCH_LINGER_SECONDS
+                    run.run_id,
+                    len(run.trials),
+                    timeout=watch,
+                    linger=0.0 if tasks is not None and tasks.spec.gated else WATCH_LINGER_SECONDS,
+                    seen=tasks is not None,
                 )
                 for trial in sorted(map(storage.get_trial, finished), key=_finish_time):
                     run.trials.append(trial)
@@ -287,15 +299,16 @@ def _drive(
                     outcome = "aborted" if isinstance(failure, Abort) else "failed"
                     cause = failure.error if isinstance(failure, Abort) else failure
                     status = storage.end_run(run.run_id, outcome, f"{type(cause).__name__}: {cause}")
-                if status["done"] and tasks.alive and status["outcome"] not in GRACEFUL:
-                    # Ended at once (cancelled, aborted, its study deleted): runners that are
-                    # leaving report why (a BaseException the caller must get) within moments;
-                    # those still inside an objective are released, their threads finish it.
+                if status["done"] and tasks.alive:
+                    # The run has ended on the scheduler: runners that are leaving report why
+                    # (an error the caller must get) within moments. Any other is no longer
+                    # needed and is released: one still inside an objective of a run ended at
+                    # once (its thread finishes it), or one on a worker that hangs (a stopped
+                    # process, a cut network) and would hold this call until Dask gives up on
+                    # that worker — its trials were failed already, or the run was not done —
+                    # or one queued for resources no worker has.
                     failure = tasks.reap(wait=_SETTLE_SECONDS)
                     error = error or failure
-                    tasks.cancel()
-                if status["done"] and tasks.alive and _slots(client, tasks.spec.resources) == 0:
-                    # No worker can take the runners queued for one: nothing left for them.
                     tasks.cancel()
                 if policy.is_finished(status, tasks.alive):
                     break
@@ -406,14 +419,6 @@ def _check_arguments(
             f"resources must map Dask worker resource names to positive amounts, e.g. "
             f"{{'GPU': 1}}, not {resources!r}."
         )
-    try:
-        dumps(objective)
-    except Exception as e:
-        raise TypeError(
-            f"The objective {objective!r} cannot be sent to the workers: {e}. Define it at "
-            "module level, or keep unpicklable objects (locks, open files, clients) out of "
-            "what it refers to."
-        ) from e
     return catches
 
 

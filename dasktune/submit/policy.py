@@ -34,14 +34,29 @@ PREFETCH_BELOW_SECONDS = 0.05
 PROMPT_WRITE_SECONDS = 0.002
 
 
+#: A runner's trials that take at least this long (or whose length is not known yet) send
+#: each parameter to the scheduler before ``suggest`` returns: a round trip (about a
+#: millisecond) per parameter is then at most a fraction of a percent of the trial, and a
+#: worker that dies right after suggesting (a memory kill, while the objective holds the GIL
+#: and no other thread of the process can send) cannot take the parameters with it, so the
+#: trial's retry runs them.
+PARAMS_AT_ONCE_SECONDS = 0.5
+
+
 def write_delay(seconds_per_trial: float | None) -> float | None:
     """How long a runner's writes may wait for its next request (``None``: as long as the
-    storage's default). A slow trial's parameters go at once — other workers' samplers
+    storage's default). A slow trial's writes go at once — other workers' samplers
     then know what runs (Optuna's constant liar counts running trials) — while a cheap
     trial's wait for the next claim, which is never far."""
     if seconds_per_trial is not None and seconds_per_trial < PREFETCH_BELOW_SECONDS:
         return None
     return PROMPT_WRITE_SECONDS
+
+
+def params_at_once(seconds_per_trial: float | None) -> bool:
+    """Whether a runner's parameters leave before ``suggest`` returns (see
+    :data:`PARAMS_AT_ONCE_SECONDS`)."""
+    return seconds_per_trial is None or seconds_per_trial >= PARAMS_AT_ONCE_SECONDS
 
 
 def runners_to_start(

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 import contextlib
 from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import fields
 import threading
 import traceback
 from typing import Any
@@ -35,8 +37,10 @@ from dasktune import compat
 from dasktune.storage import DaskStorage
 from dasktune.storage.runs import GRACEFUL
 from dasktune.storage.wire import FAIL_REASON
+from dasktune.submit import pickling
 from dasktune.submit.claims import Claims
 from dasktune.submit.policy import invalid_values
+from dasktune.submit.policy import params_at_once
 from dasktune.submit.policy import write_delay
 
 Objective = Callable[[optuna.Trial], Any]
@@ -46,7 +50,14 @@ Objective = Callable[[optuna.Trial], Any]
 class RunSpec:
     """What every task of one run needs. One object, so that Dask passes it to a task as
     it is (a tuple argument such as ``catch=(ValueError,)`` would be read as a task by
-    older distributed releases)."""
+    older distributed releases).
+
+    It is pickled once, when made (see :mod:`dasktune.submit.pickling`): every runner gets
+    the same bytes, and what cannot be sent to the workers fails here, naming it.
+
+    Raises:
+        TypeError: The objective or the study's sampler cannot be pickled.
+    """
 
     study: optuna.Study
     run_id: str
@@ -54,6 +65,40 @@ class RunSpec:
     catch: tuple[type[BaseException], ...]
     resources: Mapping[str, float] | None = None
     search_space: dict[str, BaseDistribution] | None = None
+    #: The caller runs callbacks: each runner claims a trial when it needs one, never ahead,
+    #: and the scheduler grants it once the callbacks have seen the trials before it.
+    gated: bool = False
+    _pickled: bytes = field(default=b"", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            pickled = pickling.dumps(tuple(getattr(self, f.name) for f in fields(self) if f.init))
+        except Exception as e:
+            try:
+                pickling.dumps(self.objective)
+                what = f"The study's sampler {self.study.sampler!r}"
+                hint = "every runner needs its own copy of it; keep them out of the sampler"
+            except Exception:
+                what = f"The objective {self.objective!r}"
+                hint = "define it at module level, or keep them out of what it refers to"
+            raise TypeError(
+                f"{what} cannot be sent to the workers: {e}. Unpicklable objects (open files, "
+                f"clients, sockets) cannot travel: {hint}."
+            ) from e
+        object.__setattr__(self, "_pickled", pickled)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_load_spec, (self._pickled,))
+
+
+def _load_spec(pickled: bytes) -> RunSpec:
+    """A RunSpec from its bytes, keeping them (a detached driver sends it on as it got it)."""
+    spec = object.__new__(RunSpec)
+    names = [f.name for f in fields(RunSpec) if f.init]
+    for name, value in zip(names, pickling.loads(pickled)):
+        object.__setattr__(spec, name, value)
+    object.__setattr__(spec, "_pickled", pickled)
+    return spec
 
 
 @dataclass
@@ -85,19 +130,26 @@ def run_trials(spec: RunSpec) -> int | Abort:
         # Each runner got the study pickled with the same sampler state: without this,
         # a seeded sampler would sample the same points in every runner.
         study.sampler.reseed_rng()
-    claims = Claims(storage, run_id, key)
+    storage.follow_run_ends()
+    claims = Claims(storage, run_id, key, ahead=not spec.gated)
     ran, stop, current = 0, None, None
+
+    def stopping(e: StopRun) -> None:
+        nonlocal stop
+        if stop is None:  # the first error is the one the caller gets
+            stop = e
+            reason = f"{type(e.error).__name__} in a trial: {e.error}"
+            storage.end_run(run_id, e.outcome, reason)
+
     try:
         with compat.optimize_loop(study):
             for current in claims:
-                storage.send_writes_within(write_delay(claims.pace))
+                storage.send_writes_within(write_delay(claims.pace), params_at_once(claims.pace))
                 try:
                     run_trial(study, storage, objective, current, catch)
+                    report_refused(storage, catch)  # found meanwhile: this or earlier trials'
                 except StopRun as e:
-                    if stop is None:  # the first error is the one the caller gets
-                        stop = e
-                        reason = f"{type(e.error).__name__} in a trial: {e.error}"
-                        storage.end_run(run_id, e.outcome, reason)
+                    stopping(e)
                     if e.outcome not in GRACEFUL:
                         break  # an abort failed every trial this runner holds
                 current = None
@@ -105,17 +157,33 @@ def run_trials(spec: RunSpec) -> int | Abort:
                 if compat.stop_requested(study):
                     storage.end_run(run_id, "stopped", "study.stop() was called")
     finally:
-        # Trials this runner claimed and will not run (it is being torn down by an error of
-        # its own) must not stay RUNNING: the run would never end.
-        leftover = claims.close() + ([current] if current is not None else [])
-        if leftover:
-            storage.release_trials(run_id, leftover, "its runner stopped before running it")
+        # Trials this runner claimed and will not run (the run ended, or the runner is torn
+        # down by an error of its own) must not stay RUNNING: the run would never end.
+        unstarted = claims.close()
+        if unstarted:
+            storage.release_trials(run_id, unstarted)
+        if current is not None:
+            storage.abandon_trials(run_id, [current], "its runner stopped while it ran")
         storage.end_runner()
+    try:
+        report_refused(storage, catch)  # found by the last writes' flush
+    except StopRun as e:
+        stopping(e)
     if stop is None:
         return ran
     if isinstance(stop.error, Exception):
         raise stop.error
     return Abort(stop.error, "".join(traceback.format_exception(stop.error)))
+
+
+def report_refused(storage: DaskStorage, catch: tuple[type[BaseException], ...]) -> None:
+    """Report this runner's trials that the scheduler failed because it refused a write of
+    theirs made earlier (see :meth:`DaskStorage.take_refused`) as their objectives' errors:
+    as ``Study.optimize`` does when ``suggest`` raises, one in ``catch`` lets the run go on,
+    any other ends it (raises :class:`StopRun`)."""
+    for error in storage.take_refused().values():
+        if not isinstance(error, catch):
+            raise StopRun(error, "failed") from error
 
 
 def run_trial(
