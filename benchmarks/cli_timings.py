@@ -9,6 +9,10 @@ Each command runs as a fresh process, as typed in a shell:
   0.05 s, subtracted);
 - end to end on a live two-worker cluster: ``studies``, ``show``, ``best``, ``cancel``, and
   ``run --detach`` (until it returns);
+- 1,000 studies of 3 trials each: ``optuna.get_all_study_summaries`` through a
+  ``DaskStorage`` that has read nothing yet (a fresh process's) and through Optuna's
+  ``InMemoryStorage`` holding the same studies, in this process, and ``dasktune studies``
+  listing them end to end;
 - ``export`` of a 300- and a 3,000-trial study to SQLite and to a journal file: the copy
   time the command reports (opening the target, one read from the scheduler, bulk writes),
   its wall time, and ``optuna.copy_study`` of the same study from the same scheduler to the
@@ -76,6 +80,8 @@ def run(sizes: Sequence[int] = (300, 3000), repeat: int = 3) -> list[tuple[str, 
             results.append((f"{command}: start of work", seconds - _GIVE_UP))
         with process_cluster(n_workers=2) as cluster:
             results += _live(cluster.client, work, sizes, repeat)
+        with process_cluster(n_workers=1) as cluster:
+            results += _many_studies(cluster.client, repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
@@ -116,6 +122,37 @@ def _live(client, work: Path, sizes: Sequence[int], repeat: int) -> list[tuple[s
             started = time.perf_counter()
             optuna.copy_study(from_study_name=study.study_name, from_storage=storage, to_storage=to)
             results.append((f"optuna.copy_study {n} trials to {kind}", time.perf_counter() - started))
+    return results
+
+
+#: Studies listed by the many-studies figures.
+MANY_STUDIES = 1000
+
+
+def _many_studies(client, repeat: int) -> list[tuple[str, float]]:
+    import dasktune
+
+    storage = dasktune.DaskStorage(name="dasktune", client=client)
+    peer = optuna.storages.InMemoryStorage()
+    for i in range(MANY_STUDIES):
+        for into in (storage, peer):
+            study = optuna.create_study(storage=into, study_name=f"many-{i}")
+            study.optimize(objective, n_trials=3)
+    results = []
+    for label, make in [
+        ("DaskStorage", lambda: dasktune.DaskStorage(name="dasktune", client=client, register=False)),
+        ("InMemoryStorage", lambda: peer),
+    ]:
+        times = []
+        for _ in range(repeat):
+            reader = make()  # a DaskStorage that has read nothing: a fresh process's replica
+            started = time.perf_counter()
+            optuna.get_all_study_summaries(reader)
+            times.append(time.perf_counter() - started)
+        results.append((f"optuna.get_all_study_summaries, {MANY_STUDIES:,} studies: {label}",
+                        statistics.median(times)))
+    address = client.scheduler.address
+    results.append((f"studies, {MANY_STUDIES:,} studies (end to end)", _median(repeat, "studies", "--scheduler", address)))
     return results
 
 

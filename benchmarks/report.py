@@ -25,6 +25,8 @@ QUARTER_CEILING = 1.05  # wall / ideal, 80 trials of 0.25 s on 2 workers
 OPS_FLOOR, P99_CEILING_MS, SUBMIT_CEILING_MS = 5000.0, 50.0, 100.0
 FIRST_OPTIMIZE_CEILING, HELP_CEILING = 0.3, 0.5  # seconds
 START_OF_WORK_CEILING = 1.0  # seconds, a cluster command from launch to its first connection
+#: Seconds to summarize 1,000 studies through DaskStorage, and for `dasktune studies` to list them.
+SUMMARIES_CEILING, STUDIES_CEILING = 0.2, 1.0
 #: The cheap-trials floors: ~10 ms objective x in-process, Random cold trials/s, TPE cold x in-process.
 BUSY_FLOOR, COLD_RANDOM_FLOOR, COLD_TPE_FLOOR = 1.7, 2000.0, 1.0
 
@@ -123,6 +125,12 @@ class Report:
         self.floors.append(f"| slowest start of work of {len(starts)} cluster commands | {max(starts):.3f} s | "
                            f"<= {START_OF_WORK_CEILING:g} s | {verdict(max(starts) <= START_OF_WORK_CEILING)} |")
         for name, seconds in timings:
+            if name.startswith("optuna.get_all_study_summaries") and name.endswith("DaskStorage"):
+                self.floors.append(f"| {name} | {seconds:.3f} s | <= {SUMMARIES_CEILING:g} s | "
+                                   f"{verdict(seconds <= SUMMARIES_CEILING)} |")
+            if name.startswith("studies, ") and name.endswith("(end to end)"):
+                self.floors.append(f"| `dasktune {name.removesuffix(' (end to end)')}` | {seconds:.3f} s | "
+                                   f"<= {STUDIES_CEILING:g} s | {verdict(seconds <= STUDIES_CEILING)} |")
             if name.startswith("export") and name.endswith(": copy"):
                 what = name.removeprefix("export ").removesuffix(": copy")
                 theirs = times[f"optuna.copy_study {what}"]

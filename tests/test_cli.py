@@ -395,8 +395,10 @@ def test_run_takes_a_sampler_a_pruner_and_a_seed(
     run("r3", "--sampler", "random", "--pruner", "hyperband", "--seed", "8")
     run("r4", "--pruner", "none")
     run("r5")
+    run("r6", "--sampler", "nsga2")  # a sampler that holds a lock travels to the workers
+    run("r7", "--sampler", "nsga3")
     with process_cluster.client() as client:
-        trials = {name: load(client, name).trials for name in ["r1", "r2", "r3", "r4", "r5"]}
+        trials = {name: load(client, name).trials for name in ["r1", "r2", "r3", "r4", "r5", "r6", "r7"]}
 
     def used(name: str) -> set[tuple[str, str]]:
         return {(t.user_attrs["sampler"], t.user_attrs["pruner"]) for t in trials[name]}
@@ -405,6 +407,8 @@ def test_run_takes_a_sampler_a_pruner_and_a_seed(
     assert used("r3") == {("RandomSampler", "HyperbandPruner")}
     assert used("r4") == {("TPESampler", "NopPruner")}
     assert used("r5") == {("TPESampler", "MedianPruner")}  # Optuna's defaults
+    assert used("r6") == {("NSGAIISampler", "MedianPruner")}
+    assert used("r7") == {("NSGAIIISampler", "MedianPruner")}
 
     def xs(name: str) -> list[float]:
         return [t.params["x"] for t in trials[name]]

@@ -10,6 +10,7 @@ from pathlib import Path
 import signal
 import threading
 import time
+import warnings
 
 import dask
 from distributed import Client
@@ -322,8 +323,9 @@ def test_bad_input_gets_clear_errors_and_the_study_keeps_working(client: Client)
         storage.create_new_study(["minimize"])
     with pytest.raises(TypeError, match="not JSON serializable"):
         study.set_user_attr("bad", {1, 2})
-    with pytest.raises(ValueError, match="over DaskStorage's limit"):
-        study.set_user_attr("huge", "x" * (2 << 20))
+    with dask.config.set({wire.MAX_ATTR_CONFIG: "1 MiB"}):
+        with pytest.raises(ValueError, match="over DaskStorage's limit of 1,048,576 .*max-attr-size"):
+            study.set_user_attr("huge", "x" * (2 << 20))
     with pytest.raises(KeyError, match="No DaskStorage named 'nope'"):
         DaskStorage(name="nope", register=False).get_all_studies()
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
@@ -434,3 +436,63 @@ def test_a_memory_killed_worker_keeps_the_parameters_and_the_retry_runs_them(tmp
             assert retry.system_attrs["fixed_params"] == trial.params
             assert retry.params == trial.params and retry.state == TrialState.COMPLETE
             assert retry.value == trial.params["x"]
+
+
+def suggest_then_die(trial: optuna.Trial) -> float:
+    trial.suggest_float("x", 0, 1)
+    os.kill(os.getpid(), signal.SIGKILL)  # nothing of this process runs after suggest
+    return 0.0
+
+
+@pytest.mark.parametrize("how", ["optimize", "plain submit"])
+def test_a_worker_killed_right_after_suggest_keeps_the_parameters(
+    process_cluster: ProcessCluster, how: str
+) -> None:
+    with process_cluster.client() as client:
+        study = optuna.create_study(storage=DaskStorage())
+        if how == "optimize":
+            thread = threading.Thread(
+                target=lambda: dasktune.optimize(study, suggest_then_die, n_trials=1, retries=0)
+            )
+        else:
+            future = client.submit(study.optimize, suggest_then_die, n_trials=1, pure=False, retries=0)
+        if how == "optimize":
+            thread.start()
+        lost = wait_for(
+            lambda: [t for t in study.trials if t.state == TrialState.FAIL],
+            timeout=30,
+            message="the trial of the killed worker to fail",
+        )
+        assert set(lost[0].params) == {"x"}
+        assert "died while running this trial" in lost[0].system_attrs[FAIL_REASON]
+        if how == "optimize":
+            thread.join(timeout=30)
+        else:
+            del future
+
+
+def test_the_stale_trial_callback_decides_the_retry_of_a_trial_lost_with_its_worker(
+    process_cluster: ProcessCluster,
+) -> None:
+    retry_class = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    callback = (retry_class or optuna.storages.RetryFailedTrialCallback)(max_retry=2)
+    with process_cluster.client() as client:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = DaskStorage(heartbeat_interval=1, heartbeat_stale_trial_callback=callback)
+        study = optuna.create_study(storage=storage)
+        outcome: dict = {}
+        thread = threading.Thread(
+            target=lambda: outcome.update(run=dasktune.optimize(study, second, n_trials=6, retries=0))
+        )
+        thread.start()
+        kill_worker_running(client, study)
+        process_cluster.start_worker()
+        thread.join(timeout=120)
+        run = outcome["run"]
+        assert len(run.trials) == 6 and {t.state for t in run.trials} == {TrialState.COMPLETE}
+        [lost] = [t for t in study.trials if t.state == TrialState.FAIL]
+        assert "died while running" in lost.system_attrs[FAIL_REASON]
+        [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == lost.number]
+        assert retry.state == TrialState.COMPLETE and retry.params == lost.params
+        assert len(study.trials) == 7 and run.status()["lost"] == 1

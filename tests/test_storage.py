@@ -402,3 +402,44 @@ def test_plain_submit_pattern_prunes_from_other_workers_values(client: Client) -
     client.gather(futures)
     states = [t.state for t in study.trials]
     assert states.count(TrialState.PRUNED) > 0 and states.count(TrialState.COMPLETE) >= 3
+
+
+def big_attribute(study: optuna.Study, size: int) -> int:
+    trial = study.ask()
+    trial.set_user_attr("blob", "x" * size)
+    study.tell(trial, 1.0)
+    return len(study.trials[-1].user_attrs["blob"])
+
+
+def test_a_five_megabyte_attribute_is_kept_as_plain_optuna_keeps_it(client: Client) -> None:
+    study = optuna.create_study(storage=DaskStorage())
+    size = 5 * 10**6
+    assert client.submit(big_attribute, study, size, pure=False).result() == size  # a worker
+    assert big_attribute(study, size) == size  # the client
+    assert [len(t.user_attrs["blob"]) for t in study.trials] == [size, size]
+
+
+def test_listing_every_study_brings_every_study_up_to_date_in_one_request(client: Client) -> None:
+    storage = DaskStorage()
+    for i in range(30):
+        study = optuna.create_study(storage=storage, study_name=f"s{i}")
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    reader = DaskStorage(name=storage.name, register=False)  # a replica that knows nothing
+    client.run_on_scheduler(_record_traffic)
+    try:
+        summaries = optuna.get_all_study_summaries(reader)
+    finally:
+        traffic = client.run_on_scheduler(_restore_and_take_traffic)
+    assert len(traffic) == 1
+    assert [s.study_name for s in summaries] == [f"s{i}" for i in range(30)]
+    assert [s.n_trials for s in summaries] == [2] * 30
+    assert all(s.best_trial.value == min(t.value for t in storage.get_all_trials(i)) for i, s in enumerate(summaries))
+    # What another process writes afterwards is seen by the next listing, and by this
+    # thread's reads as soon as it writes itself.
+    client.submit(optuna.load_study(study_name="s3", storage=storage).optimize,
+                  lambda t: t.suggest_float("x", 0, 1), n_trials=1, pure=False).result()
+    assert optuna.get_all_study_summaries(reader)[3].n_trials == 3
+    client.submit(optuna.load_study(study_name="s4", storage=storage).optimize,
+                  lambda t: t.suggest_float("x", 0, 1), n_trials=1, pure=False).result()
+    reader.set_study_user_attr(reader.get_study_id_from_name("s5"), "touched", True)
+    assert len(reader.get_all_trials(reader.get_study_id_from_name("s4"))) == 3

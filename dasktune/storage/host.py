@@ -43,7 +43,8 @@ _MAX_REQUESTS = 50_000
 class Operation:
     """One entry of the operation table: the method, how to find the study whose replica
     its answer changes (``"study"``: its first argument is a study id, ``"trial"``: a trial
-    id, ``"result"``: it returns a study id, ``"run"``: a run id), and whether applying it
+    id, ``"result"``: it returns a study id, ``"run"``: a run id, ``"all"``: every study),
+    and whether applying it
     twice would do or answer something else than once (then a retry must get the first
     answer, so its request id is remembered)."""
 
@@ -113,6 +114,9 @@ class StorageHost:
         touched = set()
         for (name, args, _), result in zip(ops, results):
             scope = OPERATIONS[name].scope
+            if scope == "all":
+                touched.update(self.store.study_ids())
+                continue
             study: int | None = None
             if scope == "study" or (scope == "result" and isinstance(result, int)):
                 study = args[0] if scope == "study" else result
@@ -158,7 +162,7 @@ class StorageHost:
         study_id: int,
         n_trials: int | None,
         timeout: float | None,
-        retries: int,
+        retries: int | None,
         client: str | None,
         gated: bool = False,
     ) -> wire.RunStatus:
@@ -221,6 +225,11 @@ class StorageHost:
         with self._runs_lock:
             return self.runs.status(run_id, since)
 
+    def decide_lost(self, run_id: str, trial_id: int, retried: bool) -> None:
+        """See :meth:`RunBook.decide_lost`."""
+        with self._runs_lock:
+            self.runs.decide_lost(run_id, trial_id, retried)
+
     def take_ended(self) -> list[str]:
         with self._runs_lock:
             return self.runs.take_ended()
@@ -265,7 +274,11 @@ class StorageHost:
             failed.append(trial_id)
             with self._runs_lock:
                 run = self.runs.run_of(trial_id)
-            retried = run is not None and self.store.retry(trial_id, run.retries) is not None
+            retried = (
+                run is not None
+                and run.retries is not None
+                and self.store.retry(trial_id, run.retries) is not None
+            )
             with self._runs_lock:
                 self.runs.lost(trial_id, retried)
         self._refresh()
@@ -335,7 +348,7 @@ OPERATIONS: dict[str, Operation] = {
     "set_study_user_attr": Operation(_store("set_study_user_attr"), "study"),
     "set_study_system_attr": Operation(_store("set_study_system_attr"), "study"),
     "get_study_id_from_name": Operation(_store("get_study_id_from_name")),
-    "get_all_studies": Operation(_store("get_all_studies")),
+    "get_all_studies": Operation(_store("get_all_studies"), "all"),
     "create_new_trial": Operation(_host("create_new_trial"), "study", once=True),
     "set_trial_param": Operation(_store("set_trial_param"), "trial"),
     "set_trial_state_values": Operation(_host("set_trial_state_values"), "trial", once=True),
@@ -351,6 +364,7 @@ OPERATIONS: dict[str, Operation] = {
     "end_run": Operation(_host("end_run"), "run"),
     "release_trials": Operation(_host("release_trials"), "run"),
     "abandon_trials": Operation(_host("abandon_trials"), "run"),
+    "decide_lost": Operation(_host("decide_lost"), "run"),
     "run_status": Operation(_host("run_status")),
     "find_runs": Operation(_host("find_runs")),
 }

@@ -76,7 +76,9 @@ class SchedulerProtocol:
         def client(self) -> Client: ...
 
     def _write(self, name: str, *args: Any) -> Op:
-        """A write operation with a request id, so that a retried request applies it once."""
+        """A write operation with a request id, so that a retried request applies it once.
+        The thread then reads fresh again if it was reading a listing of every study."""
+        self._thread.listed = 0.0
         return [name, list(args), f"{self._request_prefix}-{next(self._request_numbers)}"]
 
     def _call(

@@ -13,6 +13,7 @@ import concurrent.futures
 import importlib
 import itertools
 import threading
+import time
 from typing import Any
 from typing import Literal
 from typing import TYPE_CHECKING
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     import optuna
 
 StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
+#: How long a thread that listed every study reads them as the listing brought them.
+LISTED_SECONDS = 1.0
 #: Serialises the first use of a worker's client by this process's threads: the first one
 #: makes it (and waits for its connection), the others then get it connected.
 _client_lock = threading.Lock()
@@ -260,6 +263,11 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         )
 
     def get_study_id_from_name(self, study_name: str) -> int:
+        if self._listed():
+            with self._lock:
+                for study in self._replica.studies.values():
+                    if study.name == study_name:
+                        return study.study_id
         (study_id,) = self._call([["get_study_id_from_name", [study_name], None]])
         return study_id
 
@@ -270,7 +278,15 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         return list(self._study(study_id, fresh=False).directions)
 
     def get_all_studies(self) -> list[compat.FrozenStudy]:
+        """Every study, with every study's trials brought up to date in the same request:
+        for :data:`LISTED_SECONDS` after, until it writes, this thread reads them as this
+        listing brought them — ``optuna.get_all_study_summaries`` (and a dashboard's list
+        of studies) then reads each study's trials without a request of its own."""
         (studies,) = self._call([["get_all_studies", [], None]])
+        with self._lock:
+            for study_id in set(self._replica.studies) - {data["id"] for data in studies}:
+                self._replica.drop(study_id)  # deleted meanwhile
+        self._thread.listed = time.monotonic() + LISTED_SECONDS
         return [wire.decode_study(data) for data in studies]
 
     # -- trials: writes ----------------------------------------------------------
@@ -415,12 +431,14 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         study_id: int,
         n_trials: int | None,
         timeout: float | None,
-        retries: int,
+        retries: int | None,
         client_id: str | None,
         gated: bool = False,
     ) -> wire.RunStatus:
         """Open the run ``run_id`` of ``study_id`` on the scheduler, which then enforces its
-        budget. ``client_id``: the Dask client that drives it (the run ends if that client
+        budget. ``retries``: how often a trial lost with its worker is retried (``None``:
+        as the stale-trial callback run by the driver decides, see :meth:`decide_lost`).
+        ``client_id``: the Dask client that drives it (the run ends if that client
         leaves), ``None`` for a detached run. ``gated``: its driver runs callbacks, which
         see each trial before the trial's runner starts another (see
         :mod:`dasktune.storage.runs`)."""
@@ -471,6 +489,11 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
             [self._write("abandon_trials", run_id, trial_ids, reason)], tolerate=GONE
         )
         return failed
+
+    def decide_lost(self, run_id: str, trial_id: int, retried: bool) -> None:
+        """Tell the scheduler what the stale-trial callback did for ``trial_id`` of
+        ``run_id``, lost with its worker: ``retried`` (enqueued a retry) or not."""
+        self._call([self._write("decide_lost", run_id, trial_id, retried)])
 
     def run_status(self, run_id: str) -> wire.RunStatus:
         """The run's status on the scheduler. Raises ``KeyError`` for an unknown run."""
@@ -562,7 +585,7 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
     def _study(self, study_id: int, fresh: bool = True) -> StudyReplica:
         """The replica of ``study_id``, brought up to date first unless ``fresh`` is False
         and one exists (for what never changes: name and directions)."""
-        if getattr(self._thread, "snapshot", None) == study_id:
+        if getattr(self._thread, "snapshot", None) == study_id or self._listed():
             fresh = False  # a running trial reads the study as its start brought it
         with self._lock:
             study = self._replica.studies.get(study_id)
@@ -571,6 +594,11 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
             with self._lock:
                 study = self._replica.studies[study_id]
         return study
+
+    def _listed(self) -> bool:
+        """Whether this thread reads every study as its last :meth:`get_all_studies`
+        brought it (see there)."""
+        return getattr(self._thread, "listed", 0.0) > time.monotonic()
 
     def _started(self, study_id: int, trial_id: int) -> None:
         """This thread started ``trial_id`` through Optuna's own ``ask``.

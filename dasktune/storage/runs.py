@@ -7,7 +7,9 @@ A *run* is one ``optimize`` call on one study. It has one lifecycle, owned here:
 - **Budget.** ``n_trials`` and ``timeout`` are enforced here, where trials start: a runner
   must *claim* each trial, and a claim is granted only while the budget allows, so
   concurrent runners can never start more trials than ``n_trials``, nor any after the
-  deadline. Trials lost to a dead worker give their claim back when they are retried.
+  deadline. Trials lost to a dead worker give their claim back when they are retried:
+  ``retries`` times by the scheduler, or, when the run's ``retries`` is ``None``, as the
+  caller's stale-trial callback decides (the run waits for its decision).
 - **Ending.** A run ends when no trial of it runs and none may start. Every way to end goes
   through :meth:`RunBook.end`: *finished* (budget or deadline reached), *stopped*
   (``study.stop()``), *failed* (an objective's error), — these let running trials finish —
@@ -61,7 +63,7 @@ class RunRecord:
     study_id: int
     n_trials: int | None
     timeout: float | None
-    retries: int
+    retries: int | None  # None: the caller's stale-trial callback decides (see decide_lost)
     #: Dask client id of the process that drives it (``None``: detached, driven by a task).
     client: str | None
     deadline: float | None = None  # time.monotonic() on the scheduler
@@ -80,6 +82,8 @@ class RunRecord:
     registrations: int = 0
     released: set[str] = field(default_factory=set)  # runner keys Dask released
     gated: bool = False  # see the module docstring (Callbacks)
+    #: Trials lost with their worker whose retry the caller's callback has yet to decide.
+    undecided: list[int] = field(default_factory=list)
     seen: int = 0  # finished trials whose callbacks the driver has run
 
     def can_claim(self, now: float | None = None) -> bool:
@@ -92,8 +96,8 @@ class RunRecord:
 
     @property
     def done(self) -> bool:
-        """No trial running and none may start: the run has ended."""
-        return not self.running and not self.can_claim()
+        """No trial running (or lost and undecided) and none may start: the run has ended."""
+        return not self.running and not self.undecided and not self.can_claim()
 
     def status(self, now: float | None = None) -> wire.RunStatus:
         """Plain-data progress, as clients see it."""
@@ -108,6 +112,7 @@ class RunRecord:
             "finished": self.finished,
             "running": len(self.running),
             "lost": self.lost,
+            "undecided": list(self.undecided),
             "stopped": self.stopped,
             "outcome": (self.outcome or "finished") if done else self.outcome,
             "time_left": None if self.deadline is None else max(0.0, self.deadline - now),
@@ -133,7 +138,7 @@ class RunBook:
         study_id: int,
         n_trials: int | None,
         timeout: float | None,
-        retries: int,
+        retries: int | None,
         client: str | None,
         gated: bool = False,
     ) -> wire.RunStatus:
@@ -303,6 +308,21 @@ class RunBook:
             return
         run.running.pop(trial_id, None)
         run.lost += 1
+        if run.retries is None:
+            run.undecided.append(trial_id)
+        else:
+            self._settle(run, trial_id, retried)
+
+    def decide_lost(self, run_id: str, trial_id: int, retried: bool) -> None:
+        """The caller's stale-trial callback ran for ``trial_id``, lost with its worker;
+        ``retried``: it enqueued a retry, which takes the lost trial's place in the budget."""
+        run = self.get(run_id)
+        if trial_id in run.undecided:
+            run.undecided.remove(trial_id)
+            self._settle(run, trial_id, retried)
+
+    def _settle(self, run: RunRecord, trial_id: int, retried: bool) -> None:
+        """A lost trial's place: given back for its retry, or counted as finished."""
         if retried:
             run.claimed -= 1
         else:

@@ -129,6 +129,10 @@ class Store:
         with self._lock:
             return [self._study_meta(study_id) for study_id in sorted(self._studies)]
 
+    def study_ids(self) -> list[int]:
+        with self._lock:
+            return list(self._studies)
+
     def study_name(self, study_id: int) -> str:
         with self._lock:
             self.check_study(study_id)

@@ -29,6 +29,8 @@ import json
 from typing import Any
 from typing import TypedDict
 
+import dask.config
+from dask.utils import parse_bytes
 import msgpack
 from optuna.distributions import BaseDistribution
 from optuna.distributions import distribution_to_json
@@ -131,6 +133,7 @@ class RunStatus(TypedDict):
     finished: int
     running: int
     lost: int
+    undecided: list[int]
     stopped: str | None  # why no trial may start any more, if something stopped the run
     outcome: str | None  # how it ended: finished, stopped, cancelled, failed, aborted, orphaned
     time_left: float | None
@@ -153,14 +156,24 @@ def decode_error(error: ErrorInfo) -> Exception:
     return ERROR_TYPES.get(error["type"], StorageInternalError)(error["message"])
 
 
-#: Largest attribute value, as JSON, that a storage call carries. Attributes travel with
-#: every copy of their trial; bulky data belongs in a file whose path the attribute holds.
-MAX_ATTR_BYTES = 1 << 20
+#: Dask config key of the largest attribute value, as JSON, that a storage call carries
+#: (default :data:`MAX_ATTR_BYTES`). Optuna's storages hold more (PostgreSQL and SQLite a
+#: gigabyte, Redis 512 MB), but an attribute travels with every copy of its trial — the
+#: scheduler keeps it and sends it to every process that reads the trial, and copying a
+#: large one holds the scheduler's event loop (about 0.1 s per 16 MiB): bulky data belongs
+#: in a file or artifact whose path the attribute holds.
+MAX_ATTR_CONFIG = "distributed.dasktune.max-attr-size"
+MAX_ATTR_BYTES = 16 << 20
+
+
+def max_attr_bytes() -> int:
+    """The attribute size limit in force (:data:`MAX_ATTR_CONFIG`)."""
+    return int(parse_bytes(dask.config.get(MAX_ATTR_CONFIG, MAX_ATTR_BYTES)))
 
 
 def encode_attr(value: Any) -> str:
     """JSON text of an attribute value; raises ``TypeError`` naming what cannot be stored
-    and ``ValueError`` for a value over :data:`MAX_ATTR_BYTES`."""
+    and ``ValueError`` for a value over :func:`max_attr_bytes`."""
     try:
         text = json.dumps(value)
     except (TypeError, ValueError) as e:
@@ -169,11 +182,13 @@ def encode_attr(value: Any) -> str:
             "only JSON-serializable attributes: convert it to str, int, float, bool, None, "
             "or a list or dict of those."
         ) from None
-    if len(text) > MAX_ATTR_BYTES:
+    limit = max_attr_bytes()
+    if len(text) > limit:
         raise ValueError(
             f"Attribute value of {len(text):,} bytes as JSON is over DaskStorage's limit of "
-            f"{MAX_ATTR_BYTES:,}; keep large data in a file or object store and put its path "
-            "in the attribute."
+            f"{limit:,} (Dask config {MAX_ATTR_CONFIG!r}); keep large data in a file or "
+            "object store (an Optuna artifact) and put its path in the attribute, or raise "
+            "the limit."
         )
     return text
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -202,13 +203,17 @@ def optimize(
     gated = bool(callbacks) and search_space is None
     spec = RunSpec(study, run_id, objective, catches, resources, search_space, gated)
 
+    # A stale-trial callback of the storage (a RetryFailedTrialCallback, say) decides what
+    # happens to a trial lost with its worker, as it does for a trial whose heartbeat stopped.
+    deciding = storage.get_heartbeat_stale_trial_callback() is not None
+
     def start() -> Run:
         storage.open_run(
             run_id,
             compat.study_id(study),
             n_trials,
             timeout,
-            retries,
+            None if deciding else retries,
             None if detach else client.id,
             gated=spec.gated,
         )
@@ -281,6 +286,9 @@ def _drive(
                     for callback in callbacks:
                         callback(study, trial)
                 bar.tick(status)
+                if tasks is not None:
+                    for trial_id in status["undecided"]:
+                        _decide_lost(run, trial_id)
                 if tasks is not None and heartbeats:
                     # As Study.optimize does before each trial: fail trials whose heartbeat
                     # stopped, running the storage's stale-trial callback (e.g. a retry) here.
@@ -344,6 +352,22 @@ def _drive(
     if status["outcome"] == "cancelled":
         _logger.warning(f"The optimize run {run.run_id} was cancelled: {status['stopped']}.")
     return run
+
+
+def _decide_lost(run: Run, trial_id: int) -> None:
+    """Run the storage's stale-trial callback for a trial of ``run`` lost with its worker,
+    as ``fail_stale_trials`` runs it for a trial whose heartbeat stopped, and tell the
+    scheduler whether it enqueued a retry (which then takes the lost trial's place)."""
+    study, storage = run.study, run.storage
+    callback = storage.get_heartbeat_stale_trial_callback()
+    waiting = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    if callback is not None:
+        callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+    retried = any(
+        t.number not in waiting
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    )
+    storage.decide_lost(run.run_id, trial_id, retried)
 
 
 def _tasks(client: Client, spec: RunSpec) -> Tasks:
