@@ -55,9 +55,10 @@ def test_no_runner_once_no_trial_may_start(run: dict) -> None:
 
 
 def test_finished_only_when_done_and_no_runner_is_left() -> None:
-    assert not policy.is_finished(status(claimed=10, running=0), alive=1)
-    assert not policy.is_finished(status(claimed=10, running=1), alive=0)
-    assert policy.is_finished(status(claimed=10, running=0), alive=0)
+    assert not policy.is_finished(status(claimed=10, running=0), alive=1, seen=10)
+    assert not policy.is_finished(status(claimed=10, running=1), alive=0, seen=9)
+    assert not policy.is_finished(status(claimed=10, running=0), alive=0, seen=9)
+    assert policy.is_finished(status(claimed=10, running=0), alive=0, seen=10)
 
 
 def test_cheap_trials_are_claimed_in_batches_worth_a_bounded_time() -> None:

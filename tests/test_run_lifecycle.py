@@ -366,8 +366,10 @@ def five_ms(trial: optuna.Trial) -> float:
 
 class StopAfter:
     """``study.stop()`` once ``k`` trials have finished, as seen by a callback or by the
-    objective itself (which reads the study fresh once it has reported a value, and records
-    how many trials it saw finished when it stopped)."""
+    objective itself. Each objective records when it ended (``ended``, a user attribute),
+    and one that stops when it did, so that the test counts how many had truly ended then:
+    an objective reads the other runners' results as the scheduler has them, which may be
+    later."""
 
     def __init__(self, k: int) -> None:
         self.k = k
@@ -380,10 +382,12 @@ class StopAfter:
 
     def __call__(self, trial: optuna.Trial) -> float:
         value = five_ms(trial)
-        trial.report(value, 0)
+        trial.report(value, 0)  # reads the study fresh from here on
         finished = len(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        ended = time.time()
+        trial.set_user_attr("ended", ended)
         if finished + 1 >= self.k:  # with this one
-            trial.study.set_user_attr(f"stopped by {trial.number}", finished + 1)
+            trial.study.set_user_attr(f"stopped by {trial.number}", ended)
             trial.study.stop()
         return value
 
@@ -409,9 +413,10 @@ def test_study_stop_after_k_trials_starts_no_trial_beyond_those_running(
         run = dasktune.optimize(study, five_ms, n_trials=500, callbacks=[stop.callback])
     else:
         run = dasktune.optimize(study, stop, n_trials=500)
-    if where == "objective":  # as many as the first objective to stop saw finished
-        k = min(study.user_attrs.values())
     finished = [t for t in study.trials if t.state.is_finished()]
+    if where == "objective":  # as many as had ended when the first objective stopped
+        stopped = min(study.user_attrs.values())
+        k = sum(t.user_attrs["ended"] <= stopped for t in finished)
     assert k <= len(finished) <= k + concurrency
     assert {t.state for t in finished} == {TrialState.COMPLETE}
     assert len(run.trials) == len(finished)

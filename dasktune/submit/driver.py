@@ -318,7 +318,7 @@ def _drive(
                     failure = tasks.reap(wait=_SETTLE_SECONDS)
                     error = error or failure
                     tasks.cancel()
-                if policy.is_finished(status, tasks.alive):
+                if policy.is_finished(status, tasks.alive, len(run.trials)):
                     break
                 if error is None:
                     if time.monotonic() - slots_checked > _SLOTS_EVERY_SECONDS:

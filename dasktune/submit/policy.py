@@ -76,9 +76,10 @@ def runners_to_start(
     return max(0, target - alive)
 
 
-def is_finished(status: Mapping[str, Any], alive: int) -> bool:
-    """The run has ended and every runner has exited."""
-    return bool(status["done"]) and alive == 0
+def is_finished(status: Mapping[str, Any], alive: int, seen: int) -> bool:
+    """The run has ended, every runner has exited, and the driver has seen all ``seen`` of
+    its finished trials (a status from ending the run may count some it has not)."""
+    return bool(status["done"]) and alive == 0 and seen >= status["finished"]
 
 
 def claim_size(seconds_per_trial: float | None) -> int:
