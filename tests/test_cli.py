@@ -476,7 +476,7 @@ def test_cancel_and_delete_stop_live_runs_first(
         assert cancelled.returncode == 0, cancelled.stderr
         (run,) = compat.study_storage(study).find_runs(compat.study_id(study))
         assert re.match(rf"Cancelled run {run['run_id']} of study 'long': \d+ trials had finished", cancelled.stdout)
-        assert run["outcome"] == "cancelled" and run["stopped"] == "cancelled from the command line"
+        assert run["outcome"] == "cancelled" and run["end_reason"] == "cancelled from the command line"
         assert not study.get_trials(states=(TrialState.RUNNING,))
         assert study.get_trials(states=(TrialState.FAIL,))  # the running ones, with the reason
         wait_for(lambda: not runner_tasks(client), timeout=30, message="the run's tasks to leave")

@@ -187,7 +187,7 @@ def test_callbacks_run_here_in_finishing_order_and_can_stop_the_study(client: Cl
     finish_times = [t.datetime_complete for t in seen]
     assert finish_times == sorted(finish_times)
     assert 5 <= len(study.trials) <= 8  # the two running when it stopped still finish
-    assert run.status()["stopped"] == "study.stop() was called"
+    assert run.status()["end_reason"] == "study.stop() was called"
     assert run.status()["outcome"] == "stopped"
 
 

@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from dasktune.storage.runs import RunBook
+from dasktune.storage import session
 from dasktune.submit import policy
 
 pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and distributed
@@ -17,8 +18,9 @@ pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and di
 def status(n_trials: int | None = 10, claimed: int = 0, running: int = 0, **end: str) -> dict:
     book = RunBook()
     book.open("r", 0, n_trials, None, 0, None)
-    book.started("r", range(claimed), "w")
-    book.finished(range(claimed - running))
+    if claimed:
+        book.claim("r", "a", claimed, 0.0, "w", lambda study_id, n: list(range(n)))
+    book.trials_finished(range(claimed - running))
     if end:
         book.end("r", end["outcome"], end["reason"])
     return dict(book.status("r")[0])
@@ -62,21 +64,21 @@ def test_finished_only_when_done_and_no_runner_is_left() -> None:
 
 
 def test_cheap_trials_are_claimed_in_batches_worth_a_bounded_time() -> None:
-    assert policy.claim_size(None) == 1  # pace unknown: one at a time
-    assert policy.claim_size(1.0) == 1
-    assert policy.claim_size(policy.CLAIM_AHEAD_SECONDS) == 1
-    assert policy.claim_size(0.001) == int(policy.CLAIM_AHEAD_SECONDS / 0.001)
-    assert policy.claim_size(1e-9) == policy.MAX_BATCH
+    assert session.claim_size(None) == 1  # pace unknown: one at a time
+    assert session.claim_size(1.0) == 1
+    assert session.claim_size(session.CLAIM_AHEAD_SECONDS) == 1
+    assert session.claim_size(0.001) == int(session.CLAIM_AHEAD_SECONDS / 0.001)
+    assert session.claim_size(1e-9) == session.MAX_BATCH
 
 
 def test_only_short_trials_ask_ahead_and_only_when_half_a_batch_is_left() -> None:
-    assert not policy.ask_ahead(0, None)
-    assert policy.ask_ahead(0, 0.01)
-    assert not policy.ask_ahead(0, policy.PREFETCH_BELOW_SECONDS)
+    assert not session.ask_ahead(0, None)
+    assert session.ask_ahead(0, 0.01)
+    assert not session.ask_ahead(0, session.PREFETCH_BELOW_SECONDS)
     pace = 0.001
-    batch = policy.claim_size(pace)
-    assert not policy.ask_ahead(batch - 1, pace)
-    assert policy.ask_ahead(batch // 2 - 1, pace)
+    batch = session.claim_size(pace)
+    assert not session.ask_ahead(batch - 1, pace)
+    assert session.ask_ahead(batch // 2 - 1, pace)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +105,13 @@ def test_a_str_is_refused_whole_where_optuna_would_crash(value) -> None:
     )
 
 
-def test_slow_trials_send_their_parameters_at_once_cheap_ones_with_the_next_claim() -> None:
-    assert policy.write_delay(None) == policy.PROMPT_WRITE_SECONDS  # pace unknown: at once
-    assert policy.write_delay(1.0) == policy.PROMPT_WRITE_SECONDS
-    assert policy.write_delay(0.001) is None
+def test_slow_trials_send_their_writes_at_once_cheap_ones_with_the_next_claim() -> None:
+    assert session.write_delay(None) == session.PROMPT_WRITE_SECONDS  # pace unknown: at once
+    assert session.write_delay(1.0) == session.PROMPT_WRITE_SECONDS
+    assert session.write_delay(0.001) is None
+
+
+def test_parameters_leave_before_suggest_returns_unless_trials_are_known_to_be_short() -> None:
+    assert session.params_at_once(None)  # pace unknown
+    assert session.params_at_once(session.PARAMS_AT_ONCE_SECONDS)
+    assert not session.params_at_once(session.PARAMS_AT_ONCE_SECONDS / 2)

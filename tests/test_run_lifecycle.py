@@ -191,7 +191,7 @@ def test_cancel_from_another_process_ends_an_attached_run(client: Client) -> Non
     run = dasktune.optimize(study, slow, n_trials=None)
     assert time.monotonic() - start < 1.0 + ENDS_WITHIN
     status = run.status()
-    assert status["outcome"] == "cancelled" and status["stopped"] == "enough"
+    assert status["outcome"] == "cancelled" and status["end_reason"] == "enough"
     assert_nothing_running(study)
     assert_threads_free(client)
 
@@ -246,7 +246,7 @@ def test_a_killed_client_orphans_its_attached_run(process_cluster: ProcessCluste
             timeout=ENDS_WITHIN,
             message="the run to end once its client died",
         )
-        assert status["outcome"] == "orphaned" and "left" in status["stopped"]
+        assert status["outcome"] == "orphaned" and "left" in status["end_reason"]
         count = len(study.trials)
         time.sleep(1.0)  # the study must have stopped growing, not be about to
         assert len(study.trials) == count

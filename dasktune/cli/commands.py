@@ -218,7 +218,7 @@ def show(args: argparse.Namespace) -> int:
         state = r["outcome"] if r["done"] else "running"
         print(
             f"Run {r['run_id']}: {state}, {r['finished']}/{r['n_trials'] or '∞'} finished, "
-            f"{r['running']} running" + (f", stopped: {r['stopped']}" if r["stopped"] else "")
+            f"{r['running']} running" + (f", ended: {r['end_reason']}" if r["end_reason"] else "")
         )
     if info["latest_trials"]:
         print(f"Latest {len(info['latest_trials'])} trials:")

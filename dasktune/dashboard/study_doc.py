@@ -193,7 +193,7 @@ class StudyDoc:
         fields = [("run", "run", 170), ("n_trials", "n_trials", 70), ("claimed", "claimed", 70),
                   ("finished", "finished", 70), ("running", "running", 70), ("lost", "lost", 50),
                   ("timeout", "timeout (s)", 80), ("time_left", "left (s)", 70),
-                  ("outcome", "outcome", 90), ("stopped", "why it stopped", 240)]
+                  ("outcome", "outcome", 90), ("end_reason", "why it ended", 240)]
         table = DataTable(source=_source("runs", [f for f, _, _ in fields]), name="runs_table",
                           columns=[TableColumn(field=f, title=t, width=w) for f, t, w in fields],
                           height=300, index_position=None, sizing_mode="stretch_width",
@@ -349,9 +349,9 @@ class StudyDoc:
 
     def _runs_columns(self) -> Columns:
         fields = ["run", "n_trials", "claimed", "finished", "running", "lost", "timeout",
-                  "time_left", "outcome", "stopped"]
+                  "time_left", "outcome", "end_reason"]
         data: Columns = {f: [] for f in fields}
-        for status in self.view.host.find_runs(self.view.study_id):
+        for status in self.view.host.runs.find(self.view.study_id):
             data["run"].append(status["run_id"])
             for f in fields[1:]:
                 value = status[f]  # type: ignore[literal-required]

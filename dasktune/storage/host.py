@@ -19,14 +19,15 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
 import logging
-import threading
 import time
 from typing import Any
+from typing import cast
 import uuid
 
 from optuna.storages import BaseStorage
 
 from dasktune.storage import wire
+from dasktune.storage.runs import Outcome
 from dasktune.storage.runs import RunBook
 from dasktune.storage.store import Store
 
@@ -42,14 +43,12 @@ _MAX_REQUESTS = 50_000
 @dataclass(frozen=True)
 class Operation:
     """One entry of the operation table: the method, how to find the study whose replica
-    its answer changes (``"study"``: its first argument is a study id, ``"trial"``: a trial
-    id, ``"result"``: it returns a study id, ``"run"``: a run id, ``"all"``: every study),
-    and whether applying it
+    its answer changes (see :data:`~dasktune.storage.wire.Scope`), and whether applying it
     twice would do or answer something else than once (then a retry must get the first
     answer, so its request id is remembered)."""
 
     method: Callable[..., Any]
-    scope: str | None = None
+    scope: wire.Scope | None = None
     once: bool = False
 
 
@@ -68,9 +67,8 @@ class StorageHost:
         self.epoch = uuid.uuid4().hex
         self.store = Store(backend)
         self.runs = RunBook()
-        self._runs_lock = threading.Lock()
         self._applied: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-        self._caller: str | None = None  # worker address of the request being executed
+        self._worker: str | None = None  # address of the worker whose request is executed
 
     @property
     def backend(self) -> BaseStorage:
@@ -88,13 +86,13 @@ class StorageHost:
         that failed, if one did.
         """
         results: list[Any] = []
-        self._caller = worker
+        self._worker = worker
         try:
             for index, (name, args, request_id) in enumerate(ops):
                 if request_id is not None and request_id in self._applied:
                     results.append(self._applied[request_id][1])
                     continue
-                operation = OPERATIONS.get(name)
+                operation = OPERATIONS.get(cast(wire.OpName, name))
                 try:
                     if operation is None:
                         raise ValueError(f"Unknown storage operation {name!r}.")
@@ -107,13 +105,13 @@ class StorageHost:
             return results, None
         finally:
             self._refresh()
-            self._caller = None
+            self._worker = None
 
     def touched_studies(self, ops: list[wire.Op], results: list[Any]) -> set[int]:
         """Studies changed by the operations that ran, whose replicas a client must refresh."""
         touched = set()
         for (name, args, _), result in zip(ops, results):
-            scope = OPERATIONS[name].scope
+            scope = OPERATIONS[cast(wire.OpName, name)].scope
             if scope == "all":
                 touched.update(self.store.study_ids())
                 continue
@@ -139,22 +137,21 @@ class StorageHost:
     # -- storage operations that involve runs --------------------------------------------
 
     def create_new_trial(self, study_id: int, template: wire.Trial | None) -> int:
-        return self.store.create_new_trial(study_id, template, self._caller)
+        return self.store.create_new_trial(study_id, template, self._worker)
 
     def set_trial_state_values(
         self, trial_id: int, state: int, values: list[float] | None
     ) -> bool:
-        return self.store.set_trial_state_values(trial_id, state, values, self._caller)
+        return self.store.set_trial_state_values(trial_id, state, values, self._worker)
 
     def delete_study(self, study_id: int) -> None:
         """Delete the study; its live runs end (their drivers learn why) and every other
         record of it is dropped at once."""
         name = self.store.study_name(study_id)
         self.store.delete_study(study_id)
-        with self._runs_lock:
-            self.runs.study_deleted(study_id, f"study {name!r} was deleted")
+        self.runs.study_deleted(study_id, f"study {name!r} was deleted")
 
-    # -- runs --------------------------------------------------------------------------------
+    # -- runs: the operations that involve the store too -----------------------------------
 
     def open_run(
         self,
@@ -168,98 +165,41 @@ class StorageHost:
     ) -> wire.RunStatus:
         """Start accounting for one ``optimize`` call (again: the existing run's status)."""
         self.store.check_study(study_id)
-        with self._runs_lock:
-            return self.runs.open(run_id, study_id, n_trials, timeout, retries, client, gated)
-
-    def register_runner(self, run_id: str, key: str) -> int:
-        with self._runs_lock:
-            return self.runs.register_runner(run_id, key)
+        return self.runs.open(run_id, study_id, n_trials, timeout, retries, client, gated)
 
     def claim_trials(
         self, run_id: str, key: str | None, wanted: int, seconds_per_trial: float
     ) -> list[int]:
-        """Start up to ``wanted`` trials of ``run_id`` for the calling worker, as the budget
-        allows: the oldest WAITING trials of the study first, then new ones. ``[]`` means
-        the runner must stop."""
-        with self._runs_lock:
-            n = self.runs.grant(run_id, key, wanted, seconds_per_trial)
-            study_id = self.runs.get(run_id).study_id
-        if n == 0:
-            return []
-        trial_ids = self.store.start_trials(study_id, n, self._caller)
-        with self._runs_lock:
-            self.runs.started(run_id, trial_ids, self._caller)
-        return trial_ids
+        """See :meth:`RunBook.claim`: for the worker that asks, from the store."""
+        return self.runs.claim(
+            run_id,
+            key,
+            wanted,
+            seconds_per_trial,
+            self._worker,
+            lambda study_id, n: self.store.start_trials(study_id, n, self._worker),
+        )
 
-    def end_run(self, run_id: str, outcome: str, reason: str) -> wire.RunStatus:
+    def end_run(self, run_id: str, outcome: Outcome, reason: str) -> wire.RunStatus:
         """End ``run_id`` (see :meth:`RunBook.end`), failing its running trials unless the
         end is graceful."""
-        with self._runs_lock:
-            to_fail = self.runs.end(run_id, outcome, reason)
-        for trial_id in to_fail:
+        for trial_id in self.runs.end(run_id, outcome, reason):
             self.store.fail(trial_id, f"run {outcome}: {reason}")
         self._refresh()
-        return self.run_status(run_id)[0]
+        return self.runs.status(run_id)[0]
 
     def release_trials(self, run_id: str, trial_ids: list[int]) -> list[int]:
         """Give back trials a runner of ``run_id`` claimed and never started (the run ended
         before it took them, or the runner stops on an error of its own): WAITING again,
         for a later run. The ids of those given back."""
-        released = [t for t in self._held(run_id, trial_ids) if self.store.requeue(t)]
-        with self._runs_lock:
-            self.runs.released(released)
+        released = [t for t in self.runs.held(run_id, trial_ids) if self.store.requeue(t)]
+        self.runs.released(released)
         return released
 
     def abandon_trials(self, run_id: str, trial_ids: list[int], reason: str) -> list[int]:
         """FAIL trials a runner of ``run_id`` started and will not finish (it stops on an
         error of its own), recording ``reason``; the ids of those it failed."""
-        return [t for t in self._held(run_id, trial_ids) if self.store.fail(t, reason)]
-
-    def _held(self, run_id: str, trial_ids: list[int]) -> list[int]:
-        """Those of ``trial_ids`` that ``run_id`` runs."""
-        with self._runs_lock:
-            return [t for t in trial_ids if (run := self.runs.run_of(t)) and run.run_id == run_id]
-
-    def run_status(self, run_id: str, since: int = 0) -> tuple[wire.RunStatus, list[int]]:
-        """The run's status and the ids of the trials that finished after the first ``since``."""
-        with self._runs_lock:
-            return self.runs.status(run_id, since)
-
-    def decide_lost(self, run_id: str, trial_id: int, retried: bool) -> None:
-        """See :meth:`RunBook.decide_lost`."""
-        with self._runs_lock:
-            self.runs.decide_lost(run_id, trial_id, retried)
-
-    def take_ended(self) -> list[str]:
-        with self._runs_lock:
-            return self.runs.take_ended()
-
-    def seen(self, run_id: str, count: int) -> bool:
-        """See :meth:`RunBook.seen`."""
-        with self._runs_lock:
-            return self.runs.seen(run_id, count)
-
-    def gated_claim(self, ops: list[wire.Op]) -> tuple[int, str] | None:
-        """The index and run of the claim among ``ops`` that must wait for its run's driver
-        (see :mod:`dasktune.storage.runs`, Callbacks), if one must."""
-        with self._runs_lock:
-            for index, (name, args, _) in enumerate(ops):
-                run = self.runs.runs.get(args[0]) if name == "claim_trials" else None
-                if run is not None and run.gated:
-                    return index, run.run_id
-        return None
-
-    def gate(self, run_id: str) -> int | None:
-        with self._runs_lock:
-            return self.runs.gate(run_id)
-
-    def gate_open(self, run_id: str, threshold: int) -> bool:
-        with self._runs_lock:
-            return self.runs.gate_open(run_id, threshold)
-
-    def find_runs(self, study_id: int) -> list[wire.RunStatus]:
-        with self._runs_lock:
-            return self.runs.find(study_id)
+        return [t for t in self.runs.held(run_id, trial_ids) if self.store.fail(t, reason)]
 
     # -- cluster events ------------------------------------------------------------------
 
@@ -272,29 +212,22 @@ class StorageHost:
             if not self.store.fail(trial_id, reason):
                 continue  # it finished just before
             failed.append(trial_id)
-            with self._runs_lock:
-                run = self.runs.run_of(trial_id)
+            run = self.runs.run_of(trial_id)
             retried = (
                 run is not None
                 and run.retries is not None
                 and self.store.retry(trial_id, run.retries) is not None
             )
-            with self._runs_lock:
-                self.runs.lost(trial_id, retried)
+            self.runs.lost(trial_id, retried)
         self._refresh()
         return failed
 
     def client_removed(self, client: str) -> list[str]:
         """The Dask client ``client`` left: the runs it drove are orphaned. Their ids."""
-        with self._runs_lock:
-            orphaned = self.runs.client_removed(client)
+        orphaned = self.runs.client_removed(client)
         for run_id in orphaned:
             self.end_run(run_id, "orphaned", f"the client {client} that drove it left")
         return orphaned
-
-    def runner_released(self, key: str) -> bool:
-        with self._runs_lock:
-            return self.runs.runner_released(key)
 
     def fail_stale_trials(self, margin: float) -> list[int]:
         """Fail RUNNING trials whose heartbeat stopped ``margin`` seconds beyond their grace
@@ -309,8 +242,7 @@ class StorageHost:
 
     def expire(self) -> None:
         """Drop what is kept only for a while: ended runs, old request ids."""
-        with self._runs_lock:
-            self.runs.expire()
+        self.runs.expire()
         horizon = time.monotonic() - _REQUEST_SECONDS
         while self._applied and next(iter(self._applied.values()))[0] < horizon:
             self._applied.popitem(last=False)
@@ -320,8 +252,7 @@ class StorageHost:
     def _refresh(self) -> None:
         finished = self.store.refresh()
         if finished:
-            with self._runs_lock:
-                self.runs.finished(finished)
+            self.runs.trials_finished(finished)
 
     def _remember(self, request_id: str, result: Any) -> None:
         self._applied[request_id] = (time.monotonic(), result)
@@ -330,6 +261,8 @@ class StorageHost:
 
 
 def _store(name: str) -> Callable[..., Any]:
+    """An operation the store answers alone."""
+
     def call(host: StorageHost, *args: Any) -> Any:
         return getattr(host.store, name)(*args)
 
@@ -337,12 +270,23 @@ def _store(name: str) -> Callable[..., Any]:
     return call
 
 
+def _runs(name: str) -> Callable[..., Any]:
+    """An operation the run book answers alone."""
+
+    def call(host: StorageHost, *args: Any) -> Any:
+        return getattr(host.runs, name)(*args)
+
+    call.__name__ = name
+    return call
+
+
 def _host(name: str) -> Callable[..., Any]:
+    """An operation that takes the store and the run book together."""
     return getattr(StorageHost, name)
 
 
 #: The operations a client may ask for, by wire name. Nothing outside this table runs.
-OPERATIONS: dict[str, Operation] = {
+OPERATIONS: dict[wire.OpName, Operation] = {
     "create_new_study": Operation(_store("create_new_study"), "result", once=True),
     "delete_study": Operation(_host("delete_study"), once=True),
     "set_study_user_attr": Operation(_store("set_study_user_attr"), "study"),
@@ -359,12 +303,12 @@ OPERATIONS: dict[str, Operation] = {
     "record_heartbeat": Operation(_store("record_heartbeat")),
     "get_stale_trial_ids": Operation(_store("get_stale_trial_ids")),
     "open_run": Operation(_host("open_run"), "run"),
-    "register_runner": Operation(_host("register_runner"), once=True),
+    "register_runner": Operation(_runs("register_runner"), once=True),
     "claim_trials": Operation(_host("claim_trials"), "run", once=True),
     "end_run": Operation(_host("end_run"), "run"),
     "release_trials": Operation(_host("release_trials"), "run"),
     "abandon_trials": Operation(_host("abandon_trials"), "run"),
-    "decide_lost": Operation(_host("decide_lost"), "run"),
-    "run_status": Operation(_host("run_status")),
-    "find_runs": Operation(_host("find_runs")),
+    "decide_lost": Operation(_runs("decide_lost"), "run"),
+    "run_status": Operation(_runs("status")),
+    "find_runs": Operation(_runs("find")),
 }

@@ -84,16 +84,21 @@ EXTENSIONS = "dasktune.scheduler"
 _RELEASED = ("released", "forgotten", "erred")
 
 
-def _handler(fn: Callable[..., Awaitable[dict[str, Any]]]) -> Callable[..., Awaitable[dict[str, Any]]]:
-    """Log what a handler did not expect on the scheduler (its caller gets the error
-    envelope), as distributed's ``@log_errors`` does for its own handlers."""
+def _handler(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T | dict[str, Any]]]:
+    """Answer a handler's error as the error envelope its caller raises again, and log it
+    on the scheduler, as distributed's ``@log_errors`` does for its own handlers: one line
+    for an error of a kind the caller expects (a URL that cannot be opened, say), the
+    traceback for any other."""
 
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def wrapper(*args: Any, **kwargs: Any) -> T | dict[str, Any]:
         try:
             return await fn(*args, **kwargs)
         except Exception as e:
-            logger.exception("dasktune: %s failed", fn.__name__)
+            if wire.ERROR_TYPES.get(type(e).__name__) is type(e):
+                logger.info("dasktune: %s: %s: %s", fn.__name__, type(e).__name__, e)
+            else:
+                logger.exception("dasktune: %s failed", fn.__name__)
             return {"error": wire.encode_error(e)}
 
     return wrapper
@@ -122,7 +127,7 @@ class StoragePlugin(SchedulerPlugin):
         scheduler.handlers.update(
             {
                 "dasktune_storage_open": self.open,
-                "dasktune_storage_call": self.call,
+                wire.CALL_ROUTE: self.call,
                 "dasktune_storage_watch": self.watch,
                 "dasktune_storage_dump": self.dump,
                 "dasktune_storage_names": self.names,
@@ -208,7 +213,7 @@ class StoragePlugin(SchedulerPlugin):
         claiming trials. Called for every task: a string prefix test for all others."""
         if finish in _RELEASED and isinstance(key, str) and key.startswith("dasktune-"):
             for name, host in list(self.hosts.items()):
-                if host.runner_released(key):
+                if host.runs.runner_released(key):
                     self._notify(name)
 
     # -- handlers --------------------------------------------------------------------------
@@ -218,10 +223,7 @@ class StoragePlugin(SchedulerPlugin):
         self, name: str, url: str | None = None, contents: list[Any] | None = None
     ) -> dict[str, Any]:
         created = name not in self.hosts
-        try:
-            host = await self._open(name, url, contents)
-        except Exception as e:
-            return {"error": wire.encode_error(e)}
+        host = await self._open(name, url, contents)
         reply: wire.OpenReply = {"error": None, "epoch": host.epoch, "url": host.url, "created": created}
         return dict(reply)
 
@@ -240,7 +242,7 @@ class StoragePlugin(SchedulerPlugin):
             return _no_storage(name)
         if not ops:
             return self._reply(host, ops, [], None, cursors, want, epoch)
-        gated = host.gated_claim(ops)
+        gated = host.runs.gated_claim(ops)
         if gated is None:
             results, error = await self._on_backend_thread(name, host.execute, ops, worker)
         else:
@@ -273,7 +275,7 @@ class StoragePlugin(SchedulerPlugin):
         host = self.hosts.get(name)
         if host is None:
             return _no_storage(name)
-        if seen and host.seen(run_id, since):
+        if seen and host.runs.seen(run_id, since):
             self._notify(name)  # claims waiting for the driver go on
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -286,7 +288,7 @@ class StoragePlugin(SchedulerPlugin):
             # Read directly, not through execute(): that may be running on the backend's
             # thread right now, and a read needs no backend.
             try:
-                status, finished = host.run_status(run_id, since)
+                status, finished = host.runs.status(run_id, since)
                 results, error = [[status, finished]], None
             except KeyError as e:
                 results, error = [], wire.encode_error(e, 0)
@@ -308,17 +310,18 @@ class StoragePlugin(SchedulerPlugin):
             return _no_storage(name)
         return {"error": None, "studies": host.dump()}
 
-    def names(self) -> list[str]:
+    @_handler
+    async def names(self) -> list[str]:
         return sorted(self.hosts)
 
     # -- helpers -------------------------------------------------------------------------
 
     async def _until_gate_opens(self, name: str, host: StorageHost, run_id: str) -> None:
         """Hold a claim of a gated run until its driver has seen every trial finished now."""
-        threshold = host.gate(run_id)
+        threshold = host.runs.gate(run_id)
         if threshold is None:
             return
-        while not host.gate_open(run_id, threshold):
+        while not host.runs.gate_open(run_id, threshold):
             changed = self._changed.setdefault(name, asyncio.Event())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(changed.wait(), _SWEEP_SECONDS)  # a deadline may pass
@@ -331,7 +334,7 @@ class StoragePlugin(SchedulerPlugin):
             changed.set()
         host = self.hosts.get(name)
         if host is not None and self.scheduler is not None:
-            for run_id in host.take_ended():
+            for run_id in host.runs.take_ended():
                 self.scheduler.log_event(wire.RUN_ENDED_TOPIC, {"storage": name, "run": run_id})
 
     @staticmethod

@@ -75,7 +75,7 @@ class SchedulerProtocol:
         @property
         def client(self) -> Client: ...
 
-    def _write(self, name: str, *args: Any) -> Op:
+    def _write(self, name: wire.OpName, *args: Any) -> Op:
         """A write operation with a request id, so that a retried request applies it once.
         The thread then reads fresh again if it was reading a listing of every study."""
         self._thread.listed = 0.0
@@ -101,11 +101,11 @@ class SchedulerProtocol:
         """
         own = writes is None  # the thread sends its own writes (not the flusher another's)
         writes = writes or self._pending()
-        if not tolerate and writes.runner:
+        if not tolerate and writes.session is not None:
             tolerate = GONE
         with writes.lock:  # this thread's earlier writes go first, whoever sends them
             pending = self._take(writes, tolerate, raise_refused=own)
-            stop = own and not writes.runner
+            stop = own and writes.session is None
             return self._sync(self._exchange(writes, pending, ops, want, tolerate, stop))
 
     def _call_soon(
@@ -154,7 +154,7 @@ class SchedulerProtocol:
             error, writes.error = writes.error, None
             if not isinstance(error, tolerate):
                 raise error
-        if raise_refused and writes.refused and not writes.runner:
+        if raise_refused and writes.refused and writes.session is None:
             _, error = writes.refused.popitem()
             raise error
         return writes.take()
@@ -183,7 +183,7 @@ class SchedulerProtocol:
         while True:
             try:
                 reply = await self._ask(
-                    "dasktune_storage_call",
+                    wire.CALL_ROUTE,
                     ops=pending + ops,
                     want=list(want),
                     worker=_worker_address(),
@@ -249,12 +249,7 @@ class SchedulerProtocol:
     def _merge(self, reply: dict[str, Any]) -> None:
         """Bring the replica up to date from ``reply``'s deltas."""
         with self._lock:
-            if reply["epoch"] != self._replica.epoch:
-                self._replica.reset(reply["epoch"])
-            for delta in reply["deltas"]:
-                self._replica.apply(delta, keep=self._unacked)
-            for study_id in reply["missing"]:
-                self._replica.drop(study_id)
+            self._replica.merge(reply, keep=self._unacked)  # type: ignore[arg-type]
 
     def _acknowledge(self, sent: list[Op]) -> None:
         """The scheduler answered a request that carried ``sent`` (trial writes)."""

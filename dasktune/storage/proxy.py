@@ -35,12 +35,12 @@ from dasktune.storage import wire
 from dasktune.storage.protocol import _worker_address
 from dasktune.storage.protocol import GONE
 from dasktune.storage.protocol import Op
-from dasktune.storage.protocol import SchedulerProtocol
+from dasktune.storage.runs_client import RunClient
 from dasktune.storage.replica import Replica
 from dasktune.storage.replica import ReplicaReads
 from dasktune.storage.replica import StudyReplica
 from dasktune.storage.writes import Flusher
-from dasktune.storage.writes import FLUSH_AFTER
+from dasktune.storage.writes import WireWrites
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -54,7 +54,7 @@ LISTED_SECONDS = 1.0
 _client_lock = threading.Lock()
 
 
-class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeartbeat):
+class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseHeartbeat):
     """An Optuna storage held by the Dask scheduler, shared by every client and worker.
 
     A drop-in for ``optuna_integration.DaskStorage`` (same arguments, same meaning): the
@@ -198,6 +198,13 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
                         ) from None
         return self._client
 
+    def use_client(self, client: Client) -> None:
+        """Talk through ``client`` from now on, unless a client was given or found
+        already (a storage keeps the client it started with)."""
+        with _client_lock:
+            if self._client is None:
+                self._client = client
+
     def __await__(self) -> Generator[Any, None, DaskStorage]:
         registering = getattr(self, "_registering", None)
 
@@ -241,26 +248,10 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
 
     # -- studies -----------------------------------------------------------------
 
-    def create_new_study(
-        self, directions: Sequence[StudyDirection], study_name: str | None = None
-    ) -> int:
-        (study_id,) = self._call(
-            [self._write("create_new_study", wire.encode_directions(list(directions)), study_name)]
-        )
-        return study_id
-
     def delete_study(self, study_id: int) -> None:
-        self._call([self._write("delete_study", study_id)])
+        super().delete_study(study_id)
         with self._lock:
             self._replica.drop(study_id)
-
-    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._call([self._write("set_study_user_attr", study_id, key, wire.encode_attr(value))])
-
-    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._call(
-            [self._write("set_study_system_attr", study_id, key, wire.encode_attr(value))]
-        )
 
     def get_study_id_from_name(self, study_name: str) -> int:
         if self._listed():
@@ -289,67 +280,55 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         self._thread.listed = time.monotonic() + LISTED_SECONDS
         return [wire.decode_study(data) for data in studies]
 
-    # -- trials: writes ----------------------------------------------------------
+    # -- trials: writes (encoded by WireWrites; held back here for trials this process runs)
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        template = None if template_trial is None else wire.encode_trial(template_trial)
-        (trial_id,) = self._call([self._write("create_new_trial", study_id, template)])
+        trial_id = super().create_new_trial(study_id, template_trial)
         if template_trial is None or template_trial.state == TrialState.RUNNING:
-            self._started(study_id, trial_id)
+            self._took(study_id, trial_id)
         return trial_id
 
-    def set_trial_param(
-        self,
-        trial_id: int,
-        param_name: str,
-        param_value_internal: float,
-        distribution: distributions.BaseDistribution,
-    ) -> None:
-        trial = self._updatable_trial(trial_id)
-        with self._lock:
-            study_id = self._replica.study_of(trial_id)
-            assert study_id is not None, "_updatable_trial made the trial known"
-            study = self._replica.studies[study_id]
-            if param_name in study.distributions:
-                distributions.check_distribution_compatibility(
-                    study.distributions[param_name], distribution
-                )
-        op = self._write(
-            "set_trial_param",
-            trial_id,
-            param_name,
-            float(param_value_internal),
-            wire.encode_distribution(distribution),
-        )
-        self._trial_write(trial, op, "set_param", param_name, param_value_internal, distribution)
+    def _send(self, op: Op) -> Any:
+        (result,) = self._call([op])
+        return result
 
-    def set_trial_intermediate_value(
-        self, trial_id: int, step: int, intermediate_value: float
-    ) -> None:
-        trial = self._updatable_trial(trial_id)
-        # Pruning decisions need the other trials' latest values: this thread reads fresh.
-        self._thread.snapshot = None
-        op = self._write("set_trial_intermediate_value", trial_id, step, intermediate_value)
-        self._trial_write(trial, op, "set_intermediate_value", step, intermediate_value)
+    def _send_trial_write(self, trial_id: int, op: Op, apply: str, *args: Any) -> None:
+        """Check a write to a trial as Optuna would; hold it back if this process runs the
+        trial (see :mod:`dasktune.storage.writes`), send it at once otherwise."""
+        self._updatable_trial(trial_id)
+        if apply == "set_param":
+            name, _, distribution = args
+            with self._lock:
+                study_id = self._replica.study_of(trial_id)
+                assert study_id is not None, "_updatable_trial made the trial known"
+                known = self._replica.studies[study_id].distributions.get(name)
+            if known is not None:
+                distributions.check_distribution_compatibility(known, distribution)
+        elif apply == "set_intermediate_value":
+            # Pruning decisions need the other trials' latest values: this thread reads fresh.
+            self._thread.snapshot = None
+        if trial_id not in self._owned:
+            self._call([op])
+            return
+        self._hold_back(trial_id, op, apply, *args)
+        writes = self._pending()
+        if apply == "set_param" and writes.params_at_once:
+            # Before suggest returns: a worker that dies next keeps nothing of the trial's,
+            # and a parameter the scheduler refuses raises here, in the objective.
+            self._call([])
+            if trial_id in writes.refused:  # a runner's: the others' raise in _call
+                raise writes.refused.pop(trial_id)
 
-    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._set_trial_attr(trial_id, "user_attrs", key, value)
-
-    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._set_trial_attr(trial_id, "system_attrs", key, value)
-
-    def set_trial_state_values(
-        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    def _send_tell(
+        self, trial_id: int, op: Op, state: TrialState, values: list[float] | None
     ) -> bool:
-        trial = self._updatable_trial(trial_id)
-        values = None if values is None else [float(v) for v in values]
-        if self._pending().runner and state.is_finished() and trial_id in self._owned:
+        self._updatable_trial(trial_id)
+        if self._pending().session is not None and state.is_finished() and trial_id in self._owned:
             # A runner's tell travels with its next request (the next claim): no round trip.
-            op = self._write("set_trial_state_values", trial_id, state.value, values)
-            self._trial_write(trial, op, "set_state", state, values)
+            self._hold_back(trial_id, op, "set_state", state, values)
             self._owned.discard(trial_id)
             return True
-        ops = [self._write("set_trial_state_values", trial_id, state.value, values)]
+        ops = [op]
         if state == TrialState.FAIL and trial_id in self._stale:
             # Optuna's fail_stale_trials fails it, and records no reason: say why.
             reason = f"no heartbeat for over {self._grace():g} s, its grace period"
@@ -362,8 +341,8 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         elif state == TrialState.RUNNING and changed:
             study_id = self._replica.study_of(trial_id)
             assert study_id is not None, "_updatable_trial made the trial known"
-            self._started(study_id, trial_id)  # claimed a WAITING trial
-        return changed
+            self._took(study_id, trial_id)  # a WAITING trial
+        return bool(changed)
 
     # -- trials: reads -----------------------------------------------------------
 
@@ -423,119 +402,12 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         # The name Optuna 4 asks for (and Optuna 5 keeps as an alias).
         return self.heartbeat_stale_trial_callback
 
-    # -- dasktune.optimize's runs (see dasktune.storage.runs) ------------------------
+    # -- trials this process runs ------------------------------------------------
 
-    def open_run(
-        self,
-        run_id: str,
-        study_id: int,
-        n_trials: int | None,
-        timeout: float | None,
-        retries: int | None,
-        client_id: str | None,
-        gated: bool = False,
-    ) -> wire.RunStatus:
-        """Open the run ``run_id`` of ``study_id`` on the scheduler, which then enforces its
-        budget. ``retries``: how often a trial lost with its worker is retried (``None``:
-        as the stale-trial callback run by the driver decides, see :meth:`decide_lost`).
-        ``client_id``: the Dask client that drives it (the run ends if that client
-        leaves), ``None`` for a detached run. ``gated``: its driver runs callbacks, which
-        see each trial before the trial's runner starts another (see
-        :mod:`dasktune.storage.runs`)."""
-        op = self._write("open_run", run_id, study_id, n_trials, timeout, retries, client_id, gated)
-        (status,) = self._call([op])
-        return status
-
-    def register_runner(self, run_id: str, key: str) -> int:
-        """Register the runner task ``key`` of ``run_id``; its index (0 for the first)."""
-        (index,) = self._call([self._write("register_runner", run_id, key)])
-        return index
-
-    def claim_trials(
-        self, run_id: str, key: str | None, wanted: int = 1, seconds_per_trial: float = 0.0
-    ) -> list[int]:
-        """Start up to ``wanted`` trials of ``run_id`` for this worker, as its budget allows
-        (``[]``: the runner must stop). The request also carries this thread's unsent
-        writes (the previous trial's tell)."""
-        (claimed,) = self._call(
-            [self._write("claim_trials", run_id, key, wanted, seconds_per_trial)], tolerate=GONE
-        )
-        return claimed
-
-    def claim_trials_soon(
-        self, run_id: str, key: str | None, wanted: int = 1, seconds_per_trial: float = 0.0
-    ) -> concurrent.futures.Future[list[Any]]:
-        """:meth:`claim_trials` without waiting: a future of ``[claimed ids]``."""
-        op = self._write("claim_trials", run_id, key, wanted, seconds_per_trial)
-        return self._call_soon([op], tolerate=GONE)
-
-    def end_run(self, run_id: str, outcome: str, reason: str) -> wire.RunStatus:
-        """End ``run_id``: ``outcome`` is one of ``finished``, ``stopped``, ``failed`` (its
-        running trials finish), ``cancelled``, ``aborted``, ``orphaned`` (they FAIL now,
-        with ``reason``)."""
-        (status,) = self._call([self._write("end_run", run_id, outcome, reason)])
-        return status
-
-    def release_trials(self, run_id: str, trial_ids: list[int]) -> list[int]:
-        """Give back trials this runner claimed for ``run_id`` and never started: they are
-        WAITING again, outside the run's budget. The ids of those it gave back."""
-        (released,) = self._call([self._write("release_trials", run_id, trial_ids)], tolerate=GONE)
-        return released
-
-    def abandon_trials(self, run_id: str, trial_ids: list[int], reason: str) -> list[int]:
-        """FAIL trials this runner started for ``run_id`` and will not finish, with
-        ``reason``. The ids of those it failed."""
-        (failed,) = self._call(
-            [self._write("abandon_trials", run_id, trial_ids, reason)], tolerate=GONE
-        )
-        return failed
-
-    def decide_lost(self, run_id: str, trial_id: int, retried: bool) -> None:
-        """Tell the scheduler what the stale-trial callback did for ``trial_id`` of
-        ``run_id``, lost with its worker: ``retried`` (enqueued a retry) or not."""
-        self._call([self._write("decide_lost", run_id, trial_id, retried)])
-
-    def run_status(self, run_id: str) -> wire.RunStatus:
-        """The run's status on the scheduler. Raises ``KeyError`` for an unknown run."""
-        ((status, _),) = self._call([["run_status", [run_id, 0], None]])
-        return status
-
-    def watch_run(
-        self, run_id: str, since: int, timeout: float, linger: float = 0.0, seen: bool = False
-    ) -> tuple[wire.RunStatus, list[int]]:
-        """Wait up to ``timeout`` s for a trial of ``run_id`` to finish or the run to end:
-        its status and the ids of its trials that finished after the first ``since``, all
-        readable locally. Once a trial has finished, the answer waits until ``linger`` s
-        after the call for more (never past the run's end or ``timeout``). ``seen``: the
-        caller, the run's driver, has run the callbacks of the first ``since`` trials."""
-        status, finished = self._watch(run_id, since, timeout, linger, seen)
-        return status, finished
-
-    def follow_run_ends(self) -> None:
-        """Learn, in this process, of runs that end (see :meth:`run_ended`): subscribe this
-        storage's client to the scheduler's announcements, once per client."""
-        client = self.client
-        with _instances_lock:
-            if client in _following:
-                return
-            _following.add(client)
-        client.subscribe_topic(wire.RUN_ENDED_TOPIC, _run_ended)
-
-    def run_ended(self, run_id: str) -> bool:
-        """Whether the scheduler announced that ``run_id`` ended (``study.stop()``, an error,
-        a cancel) to this process since :meth:`follow_run_ends`; no request is made."""
-        return (self.name, run_id) in _ended_runs
-
-    def find_runs(self, study_id: int) -> list[wire.RunStatus]:
-        """Every run of ``study_id`` the scheduler keeps, oldest first."""
-        (runs,) = self._call([["find_runs", [study_id], None]])
-        return runs
-
-    def run_trial(self, trial_id: int, runner: bool = True) -> bool:
-        """This thread now runs ``trial_id``, which it claimed: writes to the trial are
-        checked here and sent with the thread's next request. A ``runner`` thread (one that
-        claims again after each trial) also defers the trial's tell to that next claim, and
-        reads its study from the replica until the trial reports or ends.
+    def adopt_trial(self, trial_id: int) -> bool:
+        """This process now runs ``trial_id``, which it claimed: writes to the trial are
+        checked here and held back. A thread in a runner session (see :meth:`runner`) also
+        reads the trial's study as the claim brought it, until the trial reports or ends.
 
         Returns ``False`` (and takes nothing on) if the trial already finished, as far as
         this process knows: the scheduler failed it since the claim (its run was aborted).
@@ -545,40 +417,9 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
             if trial is None or trial.state.is_finished():
                 return False
             self._owned.add(trial_id)
-        if runner:
-            self._pending().runner = True
+        if self._pending().session is not None:
             self._thread.snapshot = self._replica.study_of(trial_id)
         return True
-
-    def send_writes_within(self, seconds: float | None, params_at_once: bool = True) -> None:
-        """Let this thread's deferred writes wait at most ``seconds`` (``None``: the
-        default, :data:`~dasktune.storage.writes.FLUSH_AFTER`) for its next request before
-        the flusher sends them: a runner of slow trials sends a trial's writes at once, so
-        that other workers' samplers know what runs. ``params_at_once``: its parameters
-        reach the scheduler before ``suggest`` returns (the default of every thread); a
-        runner of cheap trials lets them wait with the rest."""
-        writes = self._pending()
-        writes.delay = FLUSH_AFTER if seconds is None else seconds
-        writes.params_at_once = params_at_once
-
-    def end_runner(self) -> None:
-        """This thread runs no more trials: send what it holds back, read fresh again.
-        Writes the scheduler refuses meanwhile stay for :meth:`take_refused`."""
-        writes = self._pending()
-        self._thread.snapshot = None
-        if writes.ops:
-            self._call([], tolerate=GONE)
-        writes.runner = False
-
-    def take_refused(self) -> dict[int, Exception]:
-        """The trials of this runner thread that the scheduler failed since the last call
-        because it refused a write of theirs sent after the trial's objective had moved on
-        (a cheap trial's parameter, or its tell): trial id -> the error, which is also the
-        trial's ``fail_reason``. The runner reports each as an error of that trial."""
-        writes = self._pending()
-        with writes.lock:
-            refused, writes.refused = writes.refused, {}
-        return refused
 
     # -- helpers -----------------------------------------------------------------
 
@@ -600,8 +441,8 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         brought it (see there)."""
         return getattr(self._thread, "listed", 0.0) > time.monotonic()
 
-    def _started(self, study_id: int, trial_id: int) -> None:
-        """This thread started ``trial_id`` through Optuna's own ``ask``.
+    def _took(self, study_id: int, trial_id: int) -> None:
+        """This thread took ``trial_id`` to run through Optuna's own ``ask`` (not a claim).
 
         On a worker — the ``client.submit(study.optimize, ...)`` pattern — its reads of the
         study then use the replica as the start brought it, until the trial reports or ends.
@@ -621,30 +462,15 @@ class DaskStorage(SchedulerProtocol, ReplicaReads, BaseStorage, compat.BaseHeart
         self.check_trial_is_updatable(trial_id, trial.state)
         return trial
 
-    def _set_trial_attr(self, trial_id: int, kind: str, key: str, value: Any) -> None:
-        trial = self._updatable_trial(trial_id)
-        op = self._write(f"set_trial_{kind[:-1]}", trial_id, key, wire.encode_attr(value))
-        self._trial_write(trial, op, "set_attr", kind, key, value)
-
-    def _trial_write(self, trial: FrozenTrial, op: Op, apply: str, *args: Any) -> None:
-        """Defer a checked write to a trial this process runs; send any other at once."""
-        trial_id = compat.trial_id(trial)
-        if trial_id not in self._owned:
-            self._call([op])
-            return
+    def _hold_back(self, trial_id: int, op: Op, apply: str, *args: Any) -> None:
+        """Apply a checked write to a trial this process runs locally, and let it wait for
+        the thread's next request (or the flusher)."""
         with self._lock:
             getattr(self._replica, apply)(trial_id, *args)
             self._unacked[trial_id] += 1
         writes = self._pending()
         writes.add(op)
-        if apply == "set_param" and writes.params_at_once:
-            # Before suggest returns: a worker that dies next keeps nothing of the trial's,
-            # and a parameter the scheduler refuses raises here, in the objective.
-            self._call([])
-            if trial_id in writes.refused:  # a runner's: the others' raise in _call
-                raise writes.refused.pop(trial_id)
-        else:
-            self._flusher.wake(writes)
+        self._flusher.wake(writes)
 
 
 #: The DaskStorage last made for each name in this process, most recent last. Unpickling
@@ -672,21 +498,6 @@ def _forget(storage: DaskStorage) -> None:
 
 #: Clients whose workers were asked to import the runner's modules.
 _warmed: weakref.WeakSet[Client] = weakref.WeakSet()
-#: Clients subscribed to the scheduler's announcements of runs that ended ...
-_following: weakref.WeakSet[Client] = weakref.WeakSet()
-#: ... and the (storage name, run id) of those announced, the latest few hundred.
-_ended_runs: OrderedDict[tuple[str, str], None] = OrderedDict()
-_MAX_ENDED_RUNS = 512
-
-
-def _run_ended(event: tuple[float, dict[str, str]]) -> None:
-    """The scheduler announced a run that ended (on the client's event loop)."""
-    _, message = event
-    _ended_runs[(message["storage"], message["run"])] = None
-    while len(_ended_runs) > _MAX_ENDED_RUNS:
-        _ended_runs.popitem(last=False)
-
-
 async def _import_runner_in_background() -> None:
     """On a worker: import the trial runner's modules (Optuna's included) on a thread of
     their own, so that the first runner to arrive finds them imported (or nearly)."""

@@ -142,6 +142,16 @@ class Replica:
                     continue
             self._put(study, wire.decode_trial(data))
 
+    def merge(self, reply: wire.Reply, keep: Container[int] = ()) -> None:
+        """Bring the replica up to date from a reply of the scheduler's storage routes: its
+        deltas (see :meth:`apply` for ``keep``), the studies it says are gone, a new epoch."""
+        if reply["epoch"] != self.epoch:
+            self.reset(reply["epoch"])
+        for delta in reply["deltas"]:
+            self.apply(delta, keep=keep)
+        for study_id in reply["missing"]:
+            self.drop(study_id)
+
     def study_of(self, trial_id: int) -> int | None:
         located = self._index.get(trial_id)
         return None if located is None else located[0]

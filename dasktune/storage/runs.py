@@ -26,6 +26,10 @@ A *run* is one ``optimize`` call on one study. It has one lifecycle, owned here:
   that thread's next trial. So a callback's ``study.stop()`` ends the run with at most one
   trial per runner beyond those its callbacks had seen.
 
+Thread-safety: the book holds its own lock; every public method takes it (the storage's
+backend thread and the scheduler's event loop both ask), and none holds it across a call
+to the backend.
+
 Cleanup model: a live run is kept until it ends; an ended run is kept for
 :data:`ENDED_RUN_SECONDS` (or until more than :data:`MAX_ENDED_RUNS` ended runs are kept),
 so that ``attach``, ``status`` and a driver that was slow to look can still read how it
@@ -37,22 +41,44 @@ counters, its RUNNING trial ids and the ids of its finished trials (8 bytes each
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field
+import functools
 import math
+import threading
 import time
+from typing import Any
+from typing import get_args
+from typing import Literal
+from typing import TypeVar
 
 from dasktune.storage import wire
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: How long an ended run stays readable (``attach``, ``status``).
 ENDED_RUN_SECONDS = 600.0
 #: Most ended runs kept per storage, however recent.
 MAX_ENDED_RUNS = 100
 
+#: How a run ends (see the module docstring).
+Outcome = Literal["finished", "stopped", "failed", "cancelled", "aborted", "deleted", "orphaned"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 #: Ways a run ends that let its running trials finish; the others fail them at once.
-GRACEFUL = ("finished", "stopped", "failed")
-OUTCOMES = (*GRACEFUL, "cancelled", "aborted", "deleted", "orphaned")
+GRACEFUL: tuple[Outcome, ...] = ("finished", "stopped", "failed")
+
+
+def _locked(method: F) -> F:
+    """Run a :class:`RunBook` method under the book's lock."""
+
+    @functools.wraps(method)
+    def locked(self: RunBook, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
 
 
 @dataclass
@@ -70,8 +96,10 @@ class RunRecord:
     claimed: int = 0
     finished: int = 0
     lost: int = 0  # trials failed because their worker died
-    stopped: str | None = None  # why no trial may start any more, if something said so
-    outcome: str | None = None  # how it ends or ended (one of OUTCOMES)
+    #: Why the run ended, or ends once its running trials finish, when something ended it
+    #: (``study.stop()``, an error, a cancel); ``None`` while only its budget may end it.
+    end_reason: str | None = None
+    outcome: Outcome | None = None  # how it ends or ended
     ended_at: float | None = None
     #: RUNNING trials of this run: trial id -> address of the worker running it.
     running: dict[int, str | None] = field(default_factory=dict)
@@ -87,8 +115,8 @@ class RunRecord:
     seen: int = 0  # finished trials whose callbacks the driver has run
 
     def can_claim(self, now: float | None = None) -> bool:
-        """Whether a new trial may start: not stopped, budget left, deadline ahead."""
-        if self.stopped is not None:
+        """Whether a new trial may start: not ended, budget left, deadline ahead."""
+        if self.end_reason is not None:
             return False
         if self.n_trials is not None and self.claimed >= self.n_trials:
             return False
@@ -113,7 +141,7 @@ class RunRecord:
             "running": len(self.running),
             "lost": self.lost,
             "undecided": list(self.undecided),
-            "stopped": self.stopped,
+            "end_reason": self.end_reason,
             "outcome": (self.outcome or "finished") if done else self.outcome,
             "time_left": None if self.deadline is None else max(0.0, self.deadline - now),
             "can_claim": self.can_claim(now),
@@ -125,6 +153,7 @@ class RunBook:
     """Every run of one storage, by id; the only place that decides what a run may do."""
 
     def __init__(self) -> None:
+        self._lock = threading.RLock()
         self.runs: dict[str, RunRecord] = {}
         self._run_of: dict[int, RunRecord] = {}  # RUNNING trial id -> the run that claimed it
         self._runner_runs: dict[str, RunRecord] = {}  # runner task key -> its run
@@ -132,6 +161,7 @@ class RunBook:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    @_locked
     def open(
         self,
         run_id: str,
@@ -150,25 +180,28 @@ class RunBook:
             self.runs[run_id] = run
         return self.runs[run_id].status()
 
-    def end(self, run_id: str, outcome: str, reason: str) -> list[int]:
+    @_locked
+    def end(self, run_id: str, outcome: Outcome, reason: str) -> list[int]:
         """End ``run_id`` for ``reason``: no trial starts any more. Returns the RUNNING
         trials to fail now (none for a graceful end; then they finish as they will). The
         first reason given is the one kept."""
         if outcome not in OUTCOMES:
             raise ValueError(f"A run ends as one of {OUTCOMES}, not {outcome!r}.")
         run = self.get(run_id)
-        if run.stopped is None:
-            run.stopped, run.outcome = reason, outcome
+        if run.end_reason is None:
+            run.end_reason, run.outcome = reason, outcome
             self._ended.append(run_id)
         if outcome in GRACEFUL:
             self._check_done(run)
             return []
         return list(run.running)
 
+    @_locked
     def client_removed(self, client: str) -> list[str]:
         """The runs the departed ``client`` drove (attached runs), to end as orphaned."""
         return [r.run_id for r in self.runs.values() if r.client == client and r.ended_at is None]
 
+    @_locked
     def study_deleted(self, study_id: int, reason: str) -> None:
         """The study was deleted with its trials: its live runs end as *deleted*, its ended
         runs are dropped."""
@@ -176,14 +209,15 @@ class RunBook:
             if run.ended_at is not None:
                 self._drop(run)
                 continue
-            run.stopped, run.outcome = reason, "deleted"
+            run.end_reason, run.outcome = reason, "deleted"
             self._ended.append(run.run_id)
             for trial_id in run.running:
                 self._run_of.pop(trial_id, None)
             run.running.clear()
-            run.finished_ids = array("q")
+            run.finished, run.finished_ids = 0, array("q")  # gone with the study
             self._check_done(run)
 
+    @_locked
     def expire(self, now: float | None = None) -> list[str]:
         """Drop ended runs past their retention; their ids."""
         now = time.monotonic() if now is None else now
@@ -201,6 +235,7 @@ class RunBook:
 
     # -- runners and claims --------------------------------------------------------------
 
+    @_locked
     def register_runner(self, run_id: str, key: str) -> int:
         """The index of a runner task of ``run_id`` (0 for the first). A task Dask runs
         again (its worker died) registers anew and gets a new index, hence a new seed."""
@@ -211,6 +246,7 @@ class RunBook:
         self._runner_runs[key] = run
         return run.runners[key]
 
+    @_locked
     def runner_released(self, key: str) -> bool:
         """Dask released the runner task ``key`` (cancelled, or its client left): its next
         claim is refused. Whether ``key`` is a runner's."""
@@ -220,37 +256,69 @@ class RunBook:
         run.released.add(key)
         return True
 
-    def grant(self, run_id: str, key: str | None, wanted: int, seconds_per_trial: float) -> int:
-        """How many of ``wanted`` trials the runner ``key`` may start now.
+    def claim(
+        self,
+        run_id: str,
+        key: str | None,
+        wanted: int,
+        seconds_per_trial: float,
+        worker: str | None,
+        start: Callable[[int, int], list[int]],
+    ) -> list[int]:
+        """Start up to ``wanted`` trials of ``run_id`` for the runner ``key`` on ``worker``,
+        as the budget allows: ``start(study_id, n)`` makes them RUNNING (the store's oldest
+        WAITING trials first, then new ones; outside the lock, as it writes to the backend).
+        ``[]``: the runner must stop.
 
         Never past ``n_trials``; the last trials of a budget are spread over the runners
-        rather than all given to the first that asks; and no more than fit before the
-        deadline at the runner's pace.
+        rather than all given to the first that asks; no more than fit before the deadline
+        at the runner's pace; one at a time in a gated run.
         """
-        run = self.get(run_id)
-        now = time.monotonic()
-        if (key is not None and key in run.released) or not run.can_claim(now):
-            return 0
-        n = 1 if run.gated else max(1, wanted)
-        if run.n_trials is not None:
-            remaining = run.n_trials - run.claimed
-            runners = max(1, len(run.runners) - len(run.released))
-            n = min(n, remaining, max(1, math.ceil(remaining / runners)))
-        if run.deadline is not None and seconds_per_trial > 0:
-            n = min(n, max(1, int((run.deadline - now) / seconds_per_trial)))
-        return n
+        with self._lock:
+            run = self.get(run_id)
+            now = time.monotonic()
+            if (key is not None and key in run.released) or not run.can_claim(now):
+                return []
+            n = 1 if run.gated else max(1, wanted)
+            if run.n_trials is not None:
+                remaining = run.n_trials - run.claimed
+                runners = max(1, len(run.runners) - len(run.released))
+                n = min(n, remaining, max(1, math.ceil(remaining / runners)))
+            if run.deadline is not None and seconds_per_trial > 0:
+                n = min(n, max(1, int((run.deadline - now) / seconds_per_trial)))
+            run.claimed += n  # held while the trials start, so no other claim takes them
+        try:
+            trial_ids = start(run.study_id, n)
+        except BaseException:
+            with self._lock:
+                run.claimed -= n
+            raise
+        with self._lock:
+            for trial_id in trial_ids:
+                run.running[trial_id] = worker
+                self._run_of[trial_id] = run
+        return trial_ids
 
-    def started(self, run_id: str, trial_ids: Iterable[int], worker: str | None) -> None:
-        """Trials granted to ``run_id`` started (RUNNING) on ``worker``."""
-        run = self.get(run_id)
-        for trial_id in trial_ids:
-            run.claimed += 1
-            run.running[trial_id] = worker
-            self._run_of[trial_id] = run
-
+    @_locked
     def run_of(self, trial_id: int) -> RunRecord | None:
         return self._run_of.get(trial_id)
 
+    @_locked
+    def held(self, run_id: str, trial_ids: Iterable[int]) -> list[int]:
+        """Those of ``trial_ids`` that ``run_id`` runs."""
+        return [t for t in trial_ids if (run := self._run_of.get(t)) and run.run_id == run_id]
+
+    @_locked
+    def gated_claim(self, ops: list[wire.Op]) -> tuple[int, str] | None:
+        """The index and run of the claim among ``ops`` that must wait for its run's driver
+        (see the module docstring, Callbacks), if one must."""
+        for index, (name, args, _) in enumerate(ops):
+            run = self.runs.get(args[0]) if name == "claim_trials" else None
+            if run is not None and run.gated:
+                return index, run.run_id
+        return None
+
+    @_locked
     def gate(self, run_id: str) -> int | None:
         """For a claim of a gated run that may start a trial: how many finished trials its
         driver must have seen before it is granted (those finished now). ``None``: no wait."""
@@ -259,12 +327,14 @@ class RunBook:
             return None
         return run.finished
 
+    @_locked
     def gate_open(self, run_id: str, threshold: int) -> bool:
         """Whether a claim held at :meth:`gate`'s ``threshold`` may go on: the driver has
         seen as many trials, or the run can start none any more (the claim is refused)."""
         run = self.runs.get(run_id)
         return run is None or run.seen >= threshold or not run.can_claim()
 
+    @_locked
     def seen(self, run_id: str, count: int) -> bool:
         """The driver of ``run_id`` has run the callbacks of its first ``count`` finished
         trials; whether that opens gates."""
@@ -276,7 +346,8 @@ class RunBook:
 
     # -- trial events ------------------------------------------------------------------
 
-    def finished(self, trial_ids: Iterable[int]) -> bool:
+    @_locked
+    def trials_finished(self, trial_ids: Iterable[int]) -> bool:
         """Trials finished (COMPLETE, PRUNED or FAIL); whether any was a run's."""
         changed = False
         for trial_id in trial_ids:
@@ -290,6 +361,7 @@ class RunBook:
             self._check_done(run)
         return changed
 
+    @_locked
     def released(self, trial_ids: Iterable[int]) -> None:
         """Claimed trials that never started went back to WAITING: out of the budget."""
         for trial_id in trial_ids:
@@ -300,6 +372,7 @@ class RunBook:
             run.claimed -= 1
             self._check_done(run)
 
+    @_locked
     def lost(self, trial_id: int, retried: bool) -> None:
         """A trial failed because its worker died; ``retried``: a WAITING copy takes its
         place in the budget, else it counts as finished."""
@@ -313,6 +386,7 @@ class RunBook:
         else:
             self._settle(run, trial_id, retried)
 
+    @_locked
     def decide_lost(self, run_id: str, trial_id: int, retried: bool) -> None:
         """The caller's stale-trial callback ran for ``trial_id``, lost with its worker;
         ``retried``: it enqueued a retry, which takes the lost trial's place in the budget."""
@@ -330,6 +404,7 @@ class RunBook:
             run.finished_ids.append(trial_id)
         self._check_done(run)
 
+    @_locked
     def take_ended(self) -> list[str]:
         """The runs stopped (by any end but their budget) since the last call: their runners
         must start none of the trials they claimed ahead."""
@@ -338,6 +413,7 @@ class RunBook:
 
     # -- reading -----------------------------------------------------------------------
 
+    @_locked
     def get(self, run_id: str) -> RunRecord:
         run = self.runs.get(run_id)
         if run is None:
@@ -348,6 +424,7 @@ class RunBook:
             )
         return run
 
+    @_locked
     def status(self, run_id: str, since: int = 0) -> tuple[wire.RunStatus, list[int]]:
         """The run's status and the ids of the trials that finished after the first
         ``since``."""
@@ -355,6 +432,7 @@ class RunBook:
         self._check_done(run)  # a deadline may have passed since the last event
         return run.status(), run.finished_ids[since:].tolist()
 
+    @_locked
     def find(self, study_id: int) -> list[wire.RunStatus]:
         """Status of every run of ``study_id``, oldest first."""
         return [run.status() for run in self.runs.values() if run.study_id == study_id]

@@ -147,7 +147,7 @@ class Store:
         trial_id = self.backend.create_new_trial(study_id, template_trial=trial)
         self._dirty[trial_id] = study_id
         if trial is None or trial.state == TrialState.RUNNING:
-            self._started(trial_id, worker)
+            self._runs_on(trial_id, worker)
         return trial_id
 
     def start_trials(self, study_id: int, n: int, worker: str | None) -> list[int]:
@@ -160,7 +160,7 @@ class Store:
             del waiting[candidate]
             if self.backend.set_trial_state_values(candidate, TrialState.RUNNING):
                 self._dirty[candidate] = study_id
-                self._started(candidate, worker)
+                self._runs_on(candidate, worker)
                 started.append(candidate)
         while len(started) < n:
             started.append(self.create_new_trial(study_id, None, worker))
@@ -176,7 +176,7 @@ class Store:
         changed = self.backend.set_trial_state_values(trial_id, TrialState(state), values)
         self._touch(trial_id)
         if changed and state == TrialState.RUNNING.value:
-            self._started(trial_id, worker)
+            self._runs_on(trial_id, worker)
         return changed
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
@@ -244,10 +244,6 @@ class Store:
         with self._lock:
             self.check_trial(trial_id)
             return self._trial_study[trial_id]
-
-    def worker_of(self, trial_id: int) -> str | None:
-        """Address of the worker that runs or ran the trial, if a worker did."""
-        return self._workers.get(trial_id)
 
     def running_on(self, worker: str) -> list[int]:
         """The RUNNING trials that ``worker`` started."""
@@ -361,7 +357,7 @@ class Store:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _started(self, trial_id: int, worker: str | None) -> None:
+    def _runs_on(self, trial_id: int, worker: str | None) -> None:
         if worker is not None:
             self._workers[trial_id] = self._running_on[trial_id] = worker
 

@@ -27,6 +27,7 @@ from datetime import datetime
 import functools
 import json
 from typing import Any
+from typing import Literal
 from typing import TypedDict
 
 import dask.config
@@ -48,6 +49,8 @@ from dasktune import compat
 
 #: Name of the scheduler plugin (``scheduler.plugins[PLUGIN_NAME]``).
 PLUGIN_NAME = "dasktune-storage"
+#: The plugin's route for operations, the one every storage's reads and writes take.
+CALL_ROUTE = "dasktune_storage_call"
 #: Scheduler metadata key set while the plugin runs, so a client can tell it is there.
 METADATA_KEY = "dasktune-storage-plugin"
 #: Scheduler event topic under which the plugin announces a run that ended (see the plugin).
@@ -75,6 +78,20 @@ ERROR_TYPES: dict[str, type[Exception]] = {
 Trial = dict[str, Any]
 #: One operation: ``[name, args, request_id or None]`` (a list: it is what msgpack gives back).
 Op = list[Any]
+#: What a client may ask the scheduler for: the keys of the host's one operation table
+#: (``dasktune.storage.host.OPERATIONS``, which mypy checks against this, and a test).
+OpName = Literal[
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+    "get_study_id_from_name", "get_all_studies", "create_new_trial", "set_trial_param",
+    "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+    "set_trial_system_attr", "locate_trial", "record_heartbeat", "get_stale_trial_ids",
+    "open_run", "register_runner", "claim_trials", "end_run", "release_trials",
+    "abandon_trials", "decide_lost", "run_status", "find_runs",
+]
+#: Whose replica an operation's answer changes: ``"study"``, its first argument is a study
+#: id; ``"trial"``, a trial id; ``"result"``, it returns a study id; ``"run"``, a run id;
+#: ``"all"``, every study.
+Scope = Literal["study", "trial", "result", "run", "all"]
 
 
 class ErrorInfo(TypedDict):
@@ -134,8 +151,8 @@ class RunStatus(TypedDict):
     running: int
     lost: int
     undecided: list[int]
-    stopped: str | None  # why no trial may start any more, if something stopped the run
-    outcome: str | None  # how it ended: finished, stopped, cancelled, failed, aborted, orphaned
+    end_reason: str | None  # why the run ended, if something but its budget ended it
+    outcome: str | None  # how it ended: finished, stopped, failed, cancelled, aborted, ...
     time_left: float | None
     can_claim: bool
     done: bool

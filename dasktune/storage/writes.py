@@ -1,30 +1,126 @@
-"""Writes a process has checked and applied locally but not yet sent to the scheduler.
+"""The writes of a storage that talks to a scheduler-side host: encoded once, and held back.
 
-Each thread's writes wait in its own :class:`PendingWrites`, in order, and leave with the
-thread's next request — or, if the thread makes none for its delay (:data:`FLUSH_AFTER`
-seconds by default; a long objective between two ``suggest`` calls), with the
-:class:`Flusher`'s. A thread whose writes others should see soon (the parameters of a
-trial other workers' samplers should know about) sets a short delay. Parameters do not
+:class:`WireWrites` is Optuna's ``BaseStorage`` write interface encoded once as wire
+operations (see :mod:`dasktune.storage.wire`), for both storages that send them to the
+storage plugin: the ``DaskStorage`` proxy and the dashboard's ``HostStorage``. Each says only
+how an operation is sent; ``DaskStorage`` also holds back writes to the trials its process
+runs, as below.
+
+Each thread's held-back writes wait in its own :class:`PendingWrites`, in order, and leave
+with the thread's next request — or, if the thread makes none for its delay
+(:data:`FLUSH_AFTER` seconds by default; a long objective between two ``suggest`` calls),
+with the :class:`Flusher`'s. A thread whose writes others should see soon (the parameters of
+a trial other workers' samplers should know about) sets a short delay. Parameters do not
 wait at all unless the thread says so (``params_at_once``, cleared only by a runner of
 cheap trials): the write sends them, so the worker can die right after without them. A
-thread's lock
-is held while its writes are being sent, by whichever thread sends them, so they reach the
-scheduler in the order they were made. An error the scheduler returns for writes the
-flusher sent is raised by the owning thread's next request.
+thread's lock is held while its writes are being sent, by whichever thread sends them, so
+they reach the scheduler in the order they were made. An error the scheduler returns for
+writes the flusher sent is raised by the owning thread's next request.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
+from collections.abc import Sequence
 import threading
 import time
 from typing import Any
+from typing import TYPE_CHECKING
 import weakref
+
+from optuna.distributions import BaseDistribution
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
+
+from dasktune.storage import wire
+
+if TYPE_CHECKING:
+    from dasktune.storage.session import RunnerSession
 
 #: Longest a write waits for its thread's next request before the flusher sends it.
 FLUSH_AFTER = 0.05
 #: Quiet time after which the flusher's thread ends (the next write starts another).
 _IDLE_SECONDS = 1.0
+
+
+class WireWrites:
+    """Optuna's ``BaseStorage`` writes as wire operations. A storage provides
+    :meth:`_write` (an operation with a request id) and :meth:`_send` (apply it now), and
+    may override :meth:`_send_trial_write` and :meth:`_send_tell` to hold back writes to
+    trials it runs. Mixed in before Optuna's ``BaseStorage``."""
+
+    @abc.abstractmethod  # abstract through BaseStorage's ABCMeta
+    def _write(self, name: wire.OpName, *args: Any) -> wire.Op:
+        """The write operation ``name(*args)``, with a request id."""
+
+    @abc.abstractmethod
+    def _send(self, op: wire.Op) -> Any:
+        """Apply ``op`` on the scheduler now; its result, or its error raised."""
+
+    def _send_trial_write(self, trial_id: int, op: wire.Op, apply: str, *args: Any) -> None:
+        """Send a write to a trial's parameters, intermediate values or attributes
+        (``apply``: the :class:`~dasktune.storage.replica.Replica` method that makes the
+        same change locally, with ``args``)."""
+        self._send(op)
+
+    def _send_tell(
+        self, trial_id: int, op: wire.Op, state: TrialState, values: list[float] | None
+    ) -> bool:
+        """Send a trial's new state; whether it changed (Optuna's contract)."""
+        return bool(self._send(op))
+
+    def create_new_study(
+        self, directions: Sequence[StudyDirection], study_name: str | None = None
+    ) -> int:
+        directions_ = wire.encode_directions(list(directions))
+        return int(self._send(self._write("create_new_study", directions_, study_name)))
+
+    def delete_study(self, study_id: int) -> None:
+        self._send(self._write("delete_study", study_id))
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._send(self._write("set_study_user_attr", study_id, key, wire.encode_attr(value)))
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._send(self._write("set_study_system_attr", study_id, key, wire.encode_attr(value)))
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        template = None if template_trial is None else wire.encode_trial(template_trial)
+        return int(self._send(self._write("create_new_trial", study_id, template)))
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        value, encoded = float(param_value_internal), wire.encode_distribution(distribution)
+        op = self._write("set_trial_param", trial_id, param_name, value, encoded)
+        self._send_trial_write(trial_id, op, "set_param", param_name, value, distribution)
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        op = self._write("set_trial_intermediate_value", trial_id, step, intermediate_value)
+        self._send_trial_write(trial_id, op, "set_intermediate_value", step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        op = self._write("set_trial_user_attr", trial_id, key, wire.encode_attr(value))
+        self._send_trial_write(trial_id, op, "set_attr", "user_attrs", key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        op = self._write("set_trial_system_attr", trial_id, key, wire.encode_attr(value))
+        self._send_trial_write(trial_id, op, "set_attr", "system_attrs", key, value)
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        floats = None if values is None else [float(v) for v in values]
+        op = self._write("set_trial_state_values", trial_id, state.value, floats)
+        return self._send_tell(trial_id, op, state, floats)
 
 
 class PendingWrites:
@@ -40,9 +136,10 @@ class PendingWrites:
         #: Trial id -> the error the scheduler refused a write of it with (the trial was
         #: failed with it), until the thread reports it.
         self.refused: dict[int, Exception] = {}
-        #: The thread is a runner of ``dasktune.optimize``: it reports refused writes with
-        #: its trials' outcomes, and defers its trials' tells to its next claim.
-        self.runner = False
+        #: The runner session of the thread, if it serves a run of ``dasktune.optimize``:
+        #: it reports refused writes with its trials' outcomes, and its trials' tells wait
+        #: for its next claim.
+        self.session: RunnerSession | None = None
         self.lock = threading.RLock()
 
     @property

@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 from dasktune import compat
 from dasktune.storage import DaskStorage
 from dasktune.storage import wire
+from dasktune.storage.runs import Outcome
 from dasktune.storage.wire import FAIL_REASON
 from dasktune.submit import policy
 from dasktune.submit.progress import ProgressBar
@@ -82,10 +83,12 @@ class Run:
 
     def status(self) -> wire.RunStatus:
         """The run's progress on the scheduler: ``n_trials``, ``claimed``, ``finished``,
-        ``running``, ``lost`` (trials whose worker died), ``stopped`` (why no trial may start
-        any more, if something stopped it), ``outcome`` (how it ended: ``finished``,
-        ``stopped``, ``failed``, ``cancelled``, ``aborted``, ``deleted``, ``orphaned``),
-        ``time_left`` (seconds, with a timeout) and ``done``."""
+        ``running``, ``lost`` (trials whose worker died), ``undecided`` (lost trials whose
+        retry the storage's stale-trial callback has yet to decide), ``end_reason`` (why the
+        run ended, if something but its budget ended it: ``study.stop()``, an error, a
+        cancel), ``outcome`` (how it ended: ``finished``, ``stopped``, ``failed``,
+        ``cancelled``, ``aborted``, ``deleted``, ``orphaned``), ``time_left`` (seconds, with
+        a timeout), ``can_claim`` and ``done``."""
         return self.storage.run_status(self.run_id)
 
     def done(self) -> bool:
@@ -194,9 +197,9 @@ def optimize(
         typed = TypedObjective(objective, search_space)
         objective, search_space = cast(Objective, typed), typed.distributions
     _check_search_space(search_space)
-    if client is not None and storage._client is None:
-        storage._client = client
-    client = client or storage.client
+    if client is not None:
+        storage.use_client(client)
+    client = storage.client
     run_id = f"{_key_name(study.study_name)}-{uuid.uuid4().hex[:12]}"
     callbacks = list(callbacks or ())
     # Define-and-run claims in this process, after the callbacks: no gate needed (or held).
@@ -295,7 +298,7 @@ def _drive(
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                         optuna.storages.fail_stale_trials(study)
-                if compat.stop_requested(study) and status["stopped"] is None:
+                if compat.stop_requested(study) and status["end_reason"] is None:
                     status = storage.end_run(run.run_id, "stopped", "study.stop() was called")
                 if tasks is None:
                     if status["done"]:
@@ -304,7 +307,7 @@ def _drive(
                 failure = tasks.reap()
                 if failure is not None and error is None:
                     error = failure
-                    outcome = "aborted" if isinstance(failure, Abort) else "failed"
+                    outcome: Outcome = "aborted" if isinstance(failure, Abort) else "failed"
                     cause = failure.error if isinstance(failure, Abort) else failure
                     status = storage.end_run(run.run_id, outcome, f"{type(cause).__name__}: {cause}")
                 if status["done"] and tasks.alive:
@@ -345,12 +348,12 @@ def _drive(
     if status["outcome"] == "deleted":
         raise KeyError(
             f"Study {study.study_name!r} was deleted while dasktune.optimize ran on it "
-            f"({status['stopped']}); {len(run.trials)} of its trials had finished."
+            f"({status['end_reason']}); {len(run.trials)} of its trials had finished."
         )
     if status["outcome"] in ("aborted", "orphaned"):
-        raise RuntimeError(f"The optimize run {run.run_id} was {status['outcome']}: {status['stopped']}.")
+        raise RuntimeError(f"The optimize run {run.run_id} was {status['outcome']}: {status['end_reason']}.")
     if status["outcome"] == "cancelled":
-        _logger.warning(f"The optimize run {run.run_id} was cancelled: {status['stopped']}.")
+        _logger.warning(f"The optimize run {run.run_id} was cancelled: {status['end_reason']}.")
     return run
 
 
@@ -404,7 +407,8 @@ def _slots(client: Client, resources: Mapping[str, float] | None) -> int:
 def _drive_detached(spec: RunSpec, callbacks: list[Callback], concurrency: int | None) -> int:
     """The driver of a detached run, as a task on the cluster."""
     secede()  # a driver waits; it must not hold a worker thread that a runner could use
-    client = dask_storage(spec.study)._client = get_client()
+    client = get_client()
+    dask_storage(spec.study).use_client(client)
     return len(_drive(Run(spec.study, spec.run_id), _tasks(client, spec), callbacks, concurrency, False).trials)
 
 

@@ -36,12 +36,11 @@ from optuna.trial import TrialState
 from dasktune import compat
 from dasktune.storage import DaskStorage
 from dasktune.storage.runs import GRACEFUL
+from dasktune.storage.runs import Outcome
+from dasktune.storage.session import RunnerSession
 from dasktune.storage.wire import FAIL_REASON
 from dasktune.submit import pickling
-from dasktune.submit.claims import Claims
 from dasktune.submit.policy import invalid_values
-from dasktune.submit.policy import params_at_once
-from dasktune.submit.policy import write_delay
 
 Objective = Callable[[optuna.Trial], Any]
 
@@ -114,7 +113,7 @@ class StopRun(Exception):
     """Ends the run: ``error`` is raised at the caller, after the run ``outcome``."""
 
     error: BaseException
-    outcome: str
+    outcome: Outcome
 
 
 def run_trials(spec: RunSpec) -> int | Abort:
@@ -130,9 +129,7 @@ def run_trials(spec: RunSpec) -> int | Abort:
         # Each runner got the study pickled with the same sampler state: without this,
         # a seeded sampler would sample the same points in every runner.
         study.sampler.reseed_rng()
-    storage.follow_run_ends()
-    claims = Claims(storage, run_id, key, ahead=not spec.gated)
-    ran, stop, current = 0, None, None
+    ran, stop = 0, None
 
     def stopping(e: StopRun) -> None:
         nonlocal stop
@@ -141,32 +138,21 @@ def run_trials(spec: RunSpec) -> int | Abort:
             reason = f"{type(e.error).__name__} in a trial: {e.error}"
             storage.end_run(run_id, e.outcome, reason)
 
-    try:
+    with storage.runner(run_id, key, ahead=not spec.gated) as session:
         with compat.optimize_loop(study):
-            for current in claims:
-                storage.send_writes_within(write_delay(claims.pace), params_at_once(claims.pace))
+            for trial_id in session:
                 try:
-                    run_trial(study, storage, objective, current, catch)
-                    report_refused(storage, catch)  # found meanwhile: this or earlier trials'
+                    run_trial(study, session, objective, trial_id, catch)
+                    report_refused(session.take_refused(), catch)  # this or earlier trials'
                 except StopRun as e:
                     stopping(e)
                     if e.outcome not in GRACEFUL:
                         break  # an abort failed every trial this runner holds
-                current = None
                 ran += 1
                 if compat.stop_requested(study):
                     storage.end_run(run_id, "stopped", "study.stop() was called")
-    finally:
-        # Trials this runner claimed and will not run (the run ended, or the runner is torn
-        # down by an error of its own) must not stay RUNNING: the run would never end.
-        unstarted = claims.close()
-        if unstarted:
-            storage.release_trials(run_id, unstarted)
-        if current is not None:
-            storage.abandon_trials(run_id, [current], "its runner stopped while it ran")
-        storage.end_runner()
     try:
-        report_refused(storage, catch)  # found by the last writes' flush
+        report_refused(session.take_refused(), catch)  # met by leaving (its last writes)
     except StopRun as e:
         stopping(e)
     if stop is None:
@@ -176,27 +162,28 @@ def run_trials(spec: RunSpec) -> int | Abort:
     return Abort(stop.error, "".join(traceback.format_exception(stop.error)))
 
 
-def report_refused(storage: DaskStorage, catch: tuple[type[BaseException], ...]) -> None:
-    """Report this runner's trials that the scheduler failed because it refused a write of
-    theirs made earlier (see :meth:`DaskStorage.take_refused`) as their objectives' errors:
-    as ``Study.optimize`` does when ``suggest`` raises, one in ``catch`` lets the run go on,
-    any other ends it (raises :class:`StopRun`)."""
-    for error in storage.take_refused().values():
+def report_refused(refused: dict[int, Exception], catch: tuple[type[BaseException], ...]) -> None:
+    """Report a runner's trials that the scheduler failed because it refused a write of
+    theirs made earlier (see :meth:`RunnerSession.take_refused`) as their objectives'
+    errors: as ``Study.optimize`` does when ``suggest`` raises, one in ``catch`` lets the
+    run go on, any other ends it (raises :class:`StopRun`)."""
+    for error in refused.values():
         if not isinstance(error, catch):
             raise StopRun(error, "failed") from error
 
 
 def run_trial(
     study: optuna.Study,
-    storage: DaskStorage,
+    session: RunnerSession,
     objective: Objective,
     trial_id: int,
     catch: tuple[type[BaseException], ...],
 ) -> None:
     """Run one claimed trial to its end, as ``Study.optimize`` would; raise :class:`StopRun`
     if the run must end for what happened."""
-    if not storage.run_trial(trial_id):
+    if not session.adopt(trial_id):
         return  # failed on the scheduler before it started (its run was aborted)
+    storage = session.storage
     try:
         trial = compat.new_trial(study, trial_id)  # the sampler's before_trial runs here
     except BaseException as e:

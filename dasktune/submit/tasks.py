@@ -155,7 +155,7 @@ class TrialTasks(Tasks):
             if not claimed:
                 return
             (trial_id,) = claimed
-            if not storage.run_trial(trial_id, runner=False):
+            if not storage.adopt_trial(trial_id):
                 continue  # failed on the scheduler since the claim (its run was aborted)
             trial = compat.new_trial(spec.study, trial_id)
             for name, distribution in spec.search_space.items():
