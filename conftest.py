@@ -6,6 +6,10 @@
   / ``dask worker`` on 127.0.0.1, free ports), which a test may kill and restart.
 - ``postgres_url`` / ``redis_url``: a fresh, empty database on the services named by
   ``DASKTUNE_TEST_POSTGRES`` / ``DASKTUNE_TEST_REDIS`` (skipped, with the reason, when unset).
+- ``backend_url``: each storage a ``DaskStorage`` takes, in turn (``None``: memory), and
+  ``durable_url`` each of them but memory.
+
+Objectives more than one test module runs are here too.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import uuid
 
 from distributed import Client
 from distributed import LocalCluster
+import optuna
 import pytest
 
 POSTGRES_ENV = "DASKTUNE_TEST_POSTGRES"
@@ -58,9 +63,23 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, message: 
         time.sleep(interval)
 
 
+def learning_curve(trial: optuna.Trial) -> float:
+    """A trial that reports five steps of a curve set by its ``level``, asking to be pruned
+    after each (pruners then decide from every worker's values)."""
+    level = trial.suggest_float("level", 0, 1)
+    for step in range(5):
+        trial.report(level + step, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+        time.sleep(0.01)
+    return level
+
+
 def worker_of(study, trial) -> str | None:
     """The address of the worker that ran ``trial``, as the scheduler recorded it."""
-    return study._storage.get_trial_worker(trial._trial_id)
+    from dasktune import compat
+
+    return compat.study_storage(study).get_trial_worker(compat.trial_id(trial))
 
 
 @pytest.fixture(scope="session")
@@ -229,6 +248,31 @@ def postgres_url() -> Iterator[str]:
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
+
+
+DURABLE = ["sqlite", "journal", "postgres", "redis"]
+
+
+def _url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    if kind == "memory":
+        return None
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'optuna.db'}"
+    if kind == "journal":
+        return f"journal://{tmp_path / 'optuna.log'}"
+    return str(request.getfixturevalue(f"{kind}_url"))
+
+
+@pytest.fixture(params=["memory", *DURABLE])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    return _url(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=DURABLE)
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    url = _url(request.param, request, tmp_path)
+    assert url is not None
+    return url
 
 
 @pytest.fixture

@@ -63,14 +63,14 @@ _EXPORTS = {
 
 __all__ = [*sorted(_EXPORTS), "tune", "__version__"]
 
-if TYPE_CHECKING:
-    from dasktune import tune
-    from dasktune.storage.plugin import dask_setup
-    from dasktune.storage.plugin import StoragePlugin
-    from dasktune.storage.proxy import DaskStorage
-    from dasktune.submit.driver import attach
-    from dasktune.submit.driver import optimize
-    from dasktune.submit.driver import Run
+if TYPE_CHECKING:  # what the lazy names below are (``as``: exported, for type checkers)
+    from dasktune import tune as tune
+    from dasktune.storage.plugin import dask_setup as dask_setup
+    from dasktune.storage.plugin import StoragePlugin as StoragePlugin
+    from dasktune.storage.proxy import DaskStorage as DaskStorage
+    from dasktune.submit.driver import attach as attach
+    from dasktune.submit.driver import optimize as optimize
+    from dasktune.submit.driver import Run as Run
 
 
 def __getattr__(name: str) -> Any:

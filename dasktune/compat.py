@@ -244,7 +244,8 @@ def dashboard_variables(scheduler: Scheduler) -> dict[str, Any]:
     """
     from distributed.dashboard.scheduler import template_variables
 
-    return template_variables(scheduler)
+    variables: dict[str, Any] = template_variables(scheduler)
+    return variables
 
 
 def add_dashboard_page(scheduler: Scheduler, page: str, replaces_plot: str | None = None) -> None:
@@ -270,7 +271,8 @@ def dashboard_templates() -> str:
     environment of their own, as dasktune's pages do. Not a public API of distributed."""
     from distributed.http.utils import RequestHandler
 
-    return RequestHandler.get_template_path(None)  # type: ignore[arg-type]  # uses no state
+    path: str = RequestHandler.get_template_path(None)  # type: ignore[arg-type]  # no state used
+    return path
 
 
 # -- optuna-dashboard --------------------------------------------------------------------

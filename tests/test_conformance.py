@@ -3,8 +3,6 @@ backend the scheduler can hold."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 
 from distributed import Client
 from optuna.storages import BaseStorage
@@ -17,19 +15,6 @@ from dasktune import DaskStorage
 StorageTestCase = pytest.importorskip(
     "optuna.testing.pytest_storages", reason="Optuna < 5 has no StorageTestCase"
 ).StorageTestCase
-
-
-@pytest.fixture(params=["memory", "sqlite", "journal", "postgres", "redis"])
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
-    kind = request.param
-    if kind == "memory":
-        yield None
-    elif kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'optuna.db'}"
-    elif kind == "journal":
-        yield f"journal://{tmp_path / 'optuna.log'}"
-    else:
-        yield request.getfixturevalue(f"{kind}_url")
 
 
 class TestDaskStorageConformance(StorageTestCase):

@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 import pytest
 
+from conftest import learning_curve
 from conftest import wait_for
 from conftest import worker_of
 import dasktune
@@ -204,16 +205,6 @@ def test_pruning_decides_from_all_workers_intermediate_values(
     client: Client, pruner: optuna.pruners.BasePruner
 ) -> None:
     study = new_study(pruner=pruner)
-
-    def learning_curve(trial: optuna.Trial) -> float:
-        level = trial.suggest_float("level", 0, 1)
-        for step in range(5):
-            trial.report(level + step, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-            time.sleep(0.01)
-        return level
-
     dasktune.optimize(study, learning_curve, n_trials=40)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]

@@ -9,6 +9,7 @@ import pytest
 from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState
 
+from dasktune import compat
 from dasktune.storage import runs
 from dasktune.storage.host import StorageHost
 from dasktune.storage.runs import RunBook
@@ -177,7 +178,7 @@ def test_a_dead_workers_trials_fail_and_are_retried_with_their_parameters() -> N
     status, _ = host.runs.status("r")
     assert status["claimed"] == 0 and status["lost"] == 2 and status["can_claim"]
     (retried,), _ = host.execute([["claim_trials", ["r", "k", 2, 0.0], None]], worker="w2")
-    assert sorted(retried) == [t._trial_id for t in trials[2:]]  # WAITING ones first
+    assert sorted(retried) == [compat.trial_id(t) for t in trials[2:]]  # WAITING ones first
 
 
 def test_cancelling_fails_running_trials_with_the_reason() -> None:

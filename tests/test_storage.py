@@ -23,7 +23,10 @@ from optuna.trial import TrialState
 import pytest
 
 from dasktune import DaskStorage
+from dasktune import compat
+from conftest import learning_curve
 from conftest import wait_for
+from conftest import worker_of
 from dasktune.storage.wire import PLUGIN_NAME
 
 pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and distributed
@@ -42,8 +45,7 @@ def test_trials_run_on_workers_are_seen_by_the_client(client: Client) -> None:
     assert len(study.trials) == 20
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     assert sorted(t.number for t in study.trials) == list(range(20))
-    workers = {w for w in client.run(lambda dask_worker: dask_worker.address).values()}
-    assert len(workers) == 2
+    assert {worker_of(study, t) for t in study.trials} == set(client.nthreads())  # both ran some
     assert study.best_value == min(t.value for t in study.trials)
 
 
@@ -226,7 +228,7 @@ def test_errors_arrive_with_their_optuna_type_in_the_caller(client: Client) -> N
     with pytest.raises(KeyError, match="No such study nope"):
         optuna.load_study(study_name="nope", storage=storage)
     study.optimize(quadratic, n_trials=1)
-    finished = study.trials[0]._trial_id
+    finished = compat.trial_id(study.trials[0])
 
     def write_finished(storage: DaskStorage, trial_id: int) -> str:
         try:
@@ -385,20 +387,11 @@ def test_writes_of_a_running_trial_reach_the_scheduler_promptly(client: Client) 
     future.result()
 
 
-def pruned_by_others(trial: optuna.Trial) -> float:
-    level = trial.suggest_float("level", 0, 1)
-    for step in range(3):
-        trial.report(level + step, step)
-        if trial.should_prune():
-            raise optuna.TrialPruned()
-    return level
-
-
 def test_plain_submit_pattern_prunes_from_other_workers_values(client: Client) -> None:
     study = optuna.create_study(
         storage=DaskStorage(), pruner=optuna.pruners.MedianPruner(n_startup_trials=3)
     )
-    futures = [client.submit(study.optimize, pruned_by_others, n_trials=1, pure=False) for _ in range(30)]
+    futures = [client.submit(study.optimize, learning_curve, n_trials=1, pure=False) for _ in range(30)]
     client.gather(futures)
     states = [t.state for t in study.trials]
     assert states.count(TrialState.PRUNED) > 0 and states.count(TrialState.COMPLETE) >= 3

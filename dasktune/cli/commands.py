@@ -35,7 +35,8 @@ from dasktune.cli.export import export
 from dasktune.cli.objective import load_objective
 from dasktune.cli.parser import PRUNERS
 from dasktune.cli.parser import SAMPLERS
-from dasktune.submit.driver import dask_storage
+from dasktune.storage.protocol import scheduler_rpc
+from dasktune.submit.runner import dask_storage
 
 _STATES = [s.name for s in TrialState]
 
@@ -74,7 +75,7 @@ def demo(args: argparse.Namespace) -> int:
         study = optuna.create_study(storage=storage, study_name=DEMO_STUDY, load_if_exists=True)
         tuning = tuning_url(client)
         if tuning is None:
-            print(f"The scheduler at {client.scheduler.address} serves no dashboard.")
+            print(f"The scheduler at {scheduler_rpc(client).address} serves no dashboard.")
         else:
             print(f"Tuning page: {tuning}")
             print(f"This study:  {study_url(client, storage.name, study.study_name)}")
@@ -110,7 +111,8 @@ def _params(params: dict[str, Any]) -> str:
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler ``--sampler name`` stands for, seeded with ``--seed``."""
-    return getattr(optuna.samplers, SAMPLERS[name])(seed=seed)
+    sampler: optuna.samplers.BaseSampler = getattr(optuna.samplers, SAMPLERS[name])(seed=seed)
+    return sampler
 
 
 def make_pruner(name: str | None) -> optuna.pruners.BasePruner | None:

@@ -12,6 +12,7 @@ from distributed.security import Security
 import optuna
 
 from dasktune.storage import DaskStorage
+from dasktune.storage.protocol import scheduler_rpc
 from dasktune.storage.wire import METADATA_KEY
 
 
@@ -72,7 +73,7 @@ def require_plugin(client: Client) -> None:
     """:class:`CommandError` unless the scheduler hosts dasktune's storage plugin."""
     if not client.get_metadata(METADATA_KEY, default=False):
         raise CommandError(
-            f"the scheduler at {client.scheduler.address} has no dasktune plugin, so it holds "
+            f"the scheduler at {scheduler_rpc(client).address} has no dasktune plugin, so it holds "
             "no studies. Start it with `dask scheduler --preload dasktune`, or let a client "
             "install the plugin (`dasktune run ...` or dasktune.DaskStorage() do)."
         )
@@ -99,12 +100,12 @@ def storages(client: Client, args: argparse.Namespace) -> list[DaskStorage]:
     if args.storage is not None:
         return [open_storage(client, args)]
     require_plugin(client)
-    names = client.sync(client.scheduler.dasktune_storage_names)
+    names = client.sync(scheduler_rpc(client).dasktune_storage_names)
     if args.storage_name is not None:
         if args.storage_name not in names:
             raise CommandError(
                 f"no storage named {args.storage_name!r} on the scheduler at "
-                f"{client.scheduler.address}; it has {names or 'none'}."
+                f"{scheduler_rpc(client).address}; it has {names or 'none'}."
             )
         names = [args.storage_name]
     return [DaskStorage(name=name, client=client, register=False) for name in names]
@@ -121,7 +122,7 @@ def find_study(client: Client, args: argparse.Namespace) -> optuna.Study:
         found.append(storage)
     if not found:
         raise CommandError(
-            f"no study named {args.study!r} on the scheduler at {client.scheduler.address}. "
+            f"no study named {args.study!r} on the scheduler at {scheduler_rpc(client).address}. "
             "`dasktune studies` lists the studies it holds (pass --storage URL for a study "
             "kept in a database the scheduler has not opened yet)."
         )

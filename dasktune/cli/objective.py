@@ -59,7 +59,8 @@ class ShippedObjective:
         self.objective = objective
 
     def __getstate__(self) -> bytes:
-        return self.payload
+        payload: bytes = self.payload
+        return payload
 
     def __setstate__(self, payload: bytes) -> None:
         self.payload = payload

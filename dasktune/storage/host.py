@@ -131,8 +131,26 @@ class StorageHost:
     ) -> tuple[list[wire.Delta], list[int]]:
         return self.store.deltas(cursors, studies)
 
+    def sizes(self) -> dict[str, int]:
+        """How much the host keeps, by kind: its store's, its run book's, request ids."""
+        return {**self.store.sizes(), **self.runs.sizes(), "request ids": len(self._applied)}
+
     def dump(self) -> list[dict[str, Any]]:
         return self.store.dump()
+
+    # -- reads for code in the scheduler's process (the dashboard) ---------------------------
+
+    def study_id(self, name: str) -> int:
+        return self.store.get_study_id_from_name(name)
+
+    def studies(self) -> list[wire.StudyMeta]:
+        return self.store.get_all_studies()
+
+    def study_of(self, trial_id: int) -> int | None:
+        return self.store.study_of(trial_id)
+
+    def find_runs(self, study_id: int) -> list[wire.RunStatus]:
+        return self.runs.find(study_id)
 
     # -- storage operations that involve runs --------------------------------------------
 
@@ -282,7 +300,8 @@ def _runs(name: str) -> Callable[..., Any]:
 
 def _host(name: str) -> Callable[..., Any]:
     """An operation that takes the store and the run book together."""
-    return getattr(StorageHost, name)
+    method: Callable[..., Any] = getattr(StorageHost, name)
+    return method
 
 
 #: The operations a client may ask for, by wire name. Nothing outside this table runs.

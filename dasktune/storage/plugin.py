@@ -56,18 +56,17 @@ import contextlib
 import functools
 from importlib.metadata import entry_points
 import logging
-import time
 from typing import Any
 from typing import TypeVar
 
 import dask.config
-from dask.utils import format_bytes
 from dask.utils import parse_timedelta
 from distributed import Scheduler
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from dasktune.storage import backends
 from dasktune.storage import wire
+from dasktune.storage.departures import why_removed
 from dasktune.storage.host import StorageHost
 
 logger = logging.getLogger(__name__)
@@ -116,9 +115,9 @@ class StoragePlugin(SchedulerPlugin):
         self._opening: dict[str, asyncio.Lock] = {}
         #: Set (and replaced) whenever a storage's state changes, to wake its watchers.
         self._changed: dict[str, asyncio.Event] = {}
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._memory_limits: dict[str, int] = {}  # worker address -> its memory limit
-        self._background: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self, scheduler: Scheduler) -> None:
         """Register the ``dasktune_storage_*`` handlers on ``scheduler``, then the plugins
@@ -181,7 +180,7 @@ class StoragePlugin(SchedulerPlugin):
         """A worker left (crash, memory kill, lost network, scale-down): its RUNNING trials
         become FAIL, saying why where Dask knows it, and those of ``dasktune.optimize`` runs
         are retried."""
-        reason = _why_removed(scheduler, worker, stimulus_id, self._memory_limits.pop(worker, 0))
+        reason = why_removed(scheduler, worker, stimulus_id, self._memory_limits.pop(worker, 0))
         for name, host in list(self.hosts.items()):
             try:
                 failed = await self._on_backend_thread(name, host.worker_removed, worker, reason)
@@ -318,10 +317,8 @@ class StoragePlugin(SchedulerPlugin):
 
     async def _until_gate_opens(self, name: str, host: StorageHost, run_id: str) -> None:
         """Hold a claim of a gated run until its driver has seen every trial finished now."""
-        threshold = host.runs.gate(run_id)
-        if threshold is None:
-            return
-        while not host.runs.gate_open(run_id, threshold):
+        is_open = host.runs.gate(run_id)
+        while is_open is not None and not is_open():
             changed = self._changed.setdefault(name, asyncio.Event())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(changed.wait(), _SWEEP_SECONDS)  # a deadline may pass
@@ -398,40 +395,6 @@ class StoragePlugin(SchedulerPlugin):
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)  # keep a reference until it is done
         task.add_done_callback(self._background.discard)
-
-
-#: Scheduler event topic under which a nanny reports restarting its worker for memory.
-_MEMORY_RESTART = "worker-restart-memory"
-#: How recent such an event must be to explain a worker's removal (it arrives moments before).
-_MEMORY_RESTART_SECONDS = 30.0
-
-
-def _why_removed(scheduler: Scheduler, worker: str, stimulus_id: str, memory_limit: int) -> str:
-    """Why the trials ``worker`` was running failed, as far as Dask knows: its nanny restarted
-    it for memory (the nanny's event), it stopped answering (the scheduler's worker TTL), it
-    was retired, or its connection closed (killed, crashed, or a network failure)."""
-    recent = time.time() - _MEMORY_RESTART_SECONDS
-    for stamp, event in reversed(scheduler.get_events(_MEMORY_RESTART)):
-        if stamp > recent and isinstance(event, dict) and event.get("worker") == worker:
-            share = dask.config.get("distributed.worker.memory.terminate", 0.95)
-            limit = f"{share:.0%} of its {format_bytes(memory_limit)}" if memory_limit else "its"
-            return (
-                f"worker {worker} died while running this trial: its nanny restarted it for "
-                f"using {format_bytes(event.get('rss', 0))} of memory, past {limit} memory "
-                "limit (distributed.worker.memory.terminate)"
-            )
-    if stimulus_id.startswith("check-worker-ttl"):
-        return (
-            f"worker {worker} died while running this trial: it stopped answering the "
-            f"scheduler for longer than distributed.scheduler.worker-ttl "
-            f"({scheduler.worker_ttl:g} s): hung, or cut off by the network"
-        )
-    if stimulus_id.startswith("retire-workers"):
-        return f"worker {worker} was retired (the cluster scaled down) while running this trial"
-    return (
-        f"worker {worker} died while running this trial: its connection to the scheduler "
-        "closed (the process was killed or crashed, or its network failed)"
-    )
 
 
 def _build_host(url: str | None, contents: list[Any] | None) -> StorageHost:

@@ -19,6 +19,7 @@ import itertools
 import sys
 import threading
 from typing import Any
+from typing import cast
 from typing import Literal
 from typing import TYPE_CHECKING
 from typing import TypeVar
@@ -139,7 +140,7 @@ class SchedulerProtocol:
                 linger=linger,
                 seen=seen,
             )
-            return self._apply(reply, [], ())[0]
+            return list(self._apply(reply, [], ())[0])
 
         return self._sync(watch())
 
@@ -197,7 +198,7 @@ class SchedulerProtocol:
                 if refused is not None:
                     raise refused
                 return results
-            exc = wire.decode_error(error)  # type: ignore[arg-type]
+            exc = wire.decode_error(error)
             self._merge(reply)  # the deltas show the trial as it now is
             trial_id = pending[failed][1][0]
             rest = [op for op in pending[failed + 1 :] if op[1][0] != trial_id]
@@ -244,7 +245,7 @@ class SchedulerProtocol:
         for study_id in want:
             if study_id in reply["missing"]:
                 raise KeyError(f"No study with study_id {study_id} exists.")
-        return reply["results"]
+        return list(reply["results"])
 
     def _merge(self, reply: dict[str, Any]) -> None:
         """Bring the replica up to date from ``reply``'s deltas."""
@@ -281,7 +282,7 @@ class SchedulerProtocol:
                     f"{self.name!r} works again once the client reconnects."
                 )
             try:
-                request = getattr(client.scheduler, handler)(**kwargs)
+                request = getattr(scheduler_rpc(client), handler)(**kwargs)
                 # A retry after a dropped connection must not wait out the connect timeout
                 # (30 s) on a scheduler that is gone: that would be a hang, not an error.
                 reply = await (request if attempt == 0 else asyncio.wait_for(request, _RETRY_SECONDS))
@@ -293,7 +294,7 @@ class SchedulerProtocol:
                         else f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                     )
                     raise ConnectionError(
-                        f"Lost the Dask scheduler at {client.scheduler.address} during a "
+                        f"Lost the Dask scheduler at {scheduler_rpc(client).address} during a "
                         f"DaskStorage request: the connection dropped, and the retry got "
                         f"{what}. DaskStorage {self.name!r} works again once the client "
                         "reconnects to a scheduler."
@@ -305,18 +306,18 @@ class SchedulerProtocol:
                 continue
             if reply is None:
                 raise RuntimeError(
-                    f"The scheduler at {client.scheduler.address} has no DaskStorage plugin. "
+                    f"The scheduler at {scheduler_rpc(client).address} has no DaskStorage plugin. "
                     "Create the storage with DaskStorage(register=True), or start the "
                     "scheduler with `dask scheduler --preload dasktune`."
                 )
             error = reply.get("error")
             if error is not None and error.get("op") is None:
                 raise wire.decode_error(error)
-            return reply
+            return cast(dict[str, Any], reply)
         raise AssertionError("unreachable")
 
     async def _register(self, url: str | None, contents: list[Any] | None) -> SchedulerProtocol:
-        scheduler = self.client.scheduler
+        scheduler = scheduler_rpc(self.client)
         if not await scheduler.get_metadata(keys=[wire.METADATA_KEY], default=False):
             from dasktune.storage.plugin import StoragePlugin
 
@@ -390,7 +391,16 @@ async def _connected(client: Client) -> None:
 
 
 async def _await(client: Client) -> Client:
-    return await client
+    return cast("Client", await client)
+
+
+def scheduler_rpc(client: Client) -> Any:
+    """The client's connection to its scheduler (``client.scheduler``), which a client that
+    was never started has none of."""
+    rpc = client.scheduler
+    if rpc is None:
+        raise ConnectionError(f"The Dask client {client} has no scheduler: start it first.")
+    return rpc
 
 
 def _worker_address() -> str | None:

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections import OrderedDict
-from collections.abc import Callable
 from collections.abc import Generator
-from collections.abc import Sequence
-import concurrent.futures
-import importlib
 import itertools
 import threading
 import time
@@ -18,12 +13,9 @@ from typing import Any
 from typing import Literal
 from typing import TYPE_CHECKING
 import uuid
-import warnings
-import weakref
 
 from distributed import get_client
 from optuna import distributions
-from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
@@ -31,9 +23,11 @@ from optuna.trial import TrialState
 
 from dasktune import compat
 from dasktune.storage import backends
+from dasktune.storage import instances
 from dasktune.storage import wire
+from dasktune.storage.heartbeats import Heartbeats
+from dasktune.storage.heartbeats import StaleTrialCallback
 from dasktune.storage.protocol import _worker_address
-from dasktune.storage.protocol import GONE
 from dasktune.storage.protocol import Op
 from dasktune.storage.runs_client import RunClient
 from dasktune.storage.replica import Replica
@@ -44,9 +38,7 @@ from dasktune.storage.writes import WireWrites
 
 if TYPE_CHECKING:
     from distributed import Client
-    import optuna
 
-StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
 #: How long a thread that listed every study reads them as the listing brought them.
 LISTED_SECONDS = 1.0
 #: Serialises the first use of a worker's client by this process's threads: the first one
@@ -54,7 +46,7 @@ LISTED_SECONDS = 1.0
 _client_lock = threading.Lock()
 
 
-class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseHeartbeat):
+class DaskStorage(RunClient, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
     """An Optuna storage held by the Dask scheduler, shared by every client and worker.
 
     A drop-in for ``optuna_integration.DaskStorage`` (same arguments, same meaning): the
@@ -68,11 +60,10 @@ class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseH
     that brings the replica up to date, so a process sees every write the scheduler had
     acknowledged when the read started. Finished trials never change and are read locally,
     as are the trials this process is running itself. Writes to a running trial of this
-    process (parameters, intermediate values, attributes) are checked against the replica
-    and sent with the thread's next request to the scheduler — Optuna always ends a trial
-    with one, ``set_trial_state_values`` — so a trial with three parameters costs one round
-    trip, not four. Should the scheduler still reject such a write (another process failed
-    the trial meanwhile), the error is raised by that next request.
+    process are checked against the replica; parameters reach the scheduler before
+    ``suggest`` returns, intermediate values and attributes go with the thread's next
+    request (see :mod:`dasktune.storage.writes`). A write the scheduler refuses after
+    all fails its trial, and its error is raised by that next request.
 
     Args:
         storage:
@@ -123,37 +114,12 @@ class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseH
         heartbeat_stale_trial_callback: StaleTrialCallback | None = None,
         failed_trial_callback: StaleTrialCallback | None = None,
     ) -> None:
-        if heartbeat_interval is not None and heartbeat_interval <= 0:
-            raise ValueError("The value of `heartbeat_interval` should be a positive integer.")
-        if grace_period is not None and grace_period <= 0:
-            raise ValueError("The value of `grace_period` should be a positive integer.")
-        if heartbeat_stale_trial_callback is not None and failed_trial_callback is not None:
-            raise ValueError(
-                "Specify only one of `heartbeat_stale_trial_callback` and "
-                "`failed_trial_callback`."
-            )
-        if heartbeat_interval is not None and register:
-            # As Optuna's RDBStorage says of the same argument.
-            warnings.warn(
-                "Argument ``heartbeat_interval`` is an experimental feature. The interface "
-                "can change in the future.",
-                ExperimentalWarning,
-                stacklevel=2,
-            )
-        if failed_trial_callback is not None:
-            warnings.warn(
-                "`failed_trial_callback` has been deprecated in Optuna 4.9.0 and will be "
-                "removed in 6.0.0. Use `heartbeat_stale_trial_callback` instead.",
-                FutureWarning,
-                stacklevel=2,
-            )
         if name is not None and not isinstance(name, str):
             raise TypeError(f"`name` must be a str or None, not {type(name).__name__}.")
         self.name = name if name is not None else f"dasktune-storage-{uuid.uuid4().hex}"
-        self.heartbeat_interval = heartbeat_interval
-        self.grace_period = grace_period
-        self.heartbeat_stale_trial_callback = (
-            heartbeat_stale_trial_callback or failed_trial_callback
+        self._set_heartbeats(
+            heartbeat_interval, grace_period, heartbeat_stale_trial_callback,
+            failed_trial_callback, warn=register,
         )
         self._client = client
         self._replica = Replica()
@@ -161,26 +127,18 @@ class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseH
         self._thread = threading.local()  # per thread: unsent writes, snapshot, runner mode
         self._flusher = Flusher(self._send_pending)
         self._owned: set[int] = set()  # RUNNING trials this process runs
-        self._stale: set[int] = set()  # the stale trials last reported, which Optuna fails
         self._unacked: collections.Counter[int] = collections.Counter()
         self._request_prefix = uuid.uuid4().hex[:16]
         self._request_numbers = itertools.count()
         self._opened_with: str | None | Literal[False] = False
-        _remember(self)
+        instances.remember(self)
         if register:
             url, contents = backends.describe(storage)
             if self.client.asynchronous:
                 self._registering = asyncio.ensure_future(self._register(url, contents))
             else:
                 self._sync(self._register(url, contents))
-            # A study made on this storage is soon optimized: let the workers import what a
-            # trial runner needs now, in the background, rather than when the first arrives
-            # (once per client: its workers keep what they imported).
-            if self.client not in _warmed:
-                _warmed.add(self.client)
-                warming = self.client.run(_import_runner_in_background, wait=False)
-                if self.client.asynchronous:
-                    asyncio.ensure_future(warming)
+            instances.warm_up(self.client)
 
     @property
     def client(self) -> Client:
@@ -197,6 +155,10 @@ class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseH
                             "create one first (distributed.Client(...)) or pass client=."
                         ) from None
         return self._client
+
+    def has_live_client(self) -> bool:
+        """Whether this storage may still talk through the client it has (or will find one)."""
+        return self._client is None or self._client.status == "running"
 
     def use_client(self, client: Client) -> None:
         """Talk through ``client`` from now on, unless a client was given or found
@@ -218,7 +180,7 @@ class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseH
     def __reduce__(self) -> tuple[Any, ...]:
         # By name: the studies live on the scheduler, a copy attaches without setup.
         return (
-            _attach,
+            instances.attach,
             (
                 self.name,
                 self.heartbeat_interval,
@@ -236,7 +198,7 @@ class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseH
         The object stays usable (each thread then sends its writes with its own calls)."""
         self._flush()
         self._flusher.close()
-        _forget(self)
+        instances.forget(self)
 
     def get_base_storage(self) -> BaseStorage:
         """An ``InMemoryStorage`` copy of every study in this storage.
@@ -260,7 +222,7 @@ class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseH
                     if study.name == study_name:
                         return study.study_id
         (study_id,) = self._call([["get_study_id_from_name", [study_name], None]])
-        return study_id
+        return int(study_id)
 
     def get_study_name_from_id(self, study_id: int) -> str:
         return self._study(study_id, fresh=False).name
@@ -328,13 +290,7 @@ class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseH
             self._hold_back(trial_id, op, "set_state", state, values)
             self._owned.discard(trial_id)
             return True
-        ops = [op]
-        if state == TrialState.FAIL and trial_id in self._stale:
-            # Optuna's fail_stale_trials fails it, and records no reason: say why.
-            reason = f"no heartbeat for over {self._grace():g} s, its grace period"
-            ops.insert(0, self._write("set_trial_system_attr", trial_id, wire.FAIL_REASON,
-                                      wire.encode_attr(reason)))
-        *_, changed = self._call(ops)
+        *_, changed = self._call([*self._stale_reason(trial_id, state), op])
         if state.is_finished():
             self._owned.discard(trial_id)
             self._thread.snapshot = None  # the trial's snapshot ends with it
@@ -377,30 +333,6 @@ class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseH
         self.get_trial(trial_id)  # brings the replica up to date for an unfinished trial
         with self._lock:
             return self._replica.workers.get(trial_id)
-
-    # -- heartbeats --------------------------------------------------------------
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        self._call([["record_heartbeat", [trial_id, self._grace()], None]])
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        (stale,) = self._call([["get_stale_trial_ids", [study_id, self._grace()], None]])
-        self._stale = set(stale)  # Optuna fails them next
-        return stale
-
-    def _grace(self) -> float:
-        assert self.heartbeat_interval is not None
-        return self.grace_period or 2 * self.heartbeat_interval
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self.heartbeat_interval
-
-    def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
-        return self.heartbeat_stale_trial_callback
-
-    def get_failed_trial_callback(self) -> StaleTrialCallback | None:
-        # The name Optuna 4 asks for (and Optuna 5 keeps as an alias).
-        return self.heartbeat_stale_trial_callback
 
     # -- trials this process runs ------------------------------------------------
 
@@ -471,63 +403,3 @@ class DaskStorage(RunClient, WireWrites, ReplicaReads, BaseStorage, compat.BaseH
         writes = self._pending()
         writes.add(op)
         self._flusher.wake(writes)
-
-
-#: The DaskStorage last made for each name in this process, most recent last. Unpickling
-#: reuses it, which keeps its replica warm: in the ``client.submit(study.optimize, ...)``
-#: pattern every task unpickles the storage anew, and a fresh replica would fetch the whole
-#: study each time. Bounded, so a process that touches many storages keeps only recent ones.
-_instances: OrderedDict[str, DaskStorage] = OrderedDict()
-_instances_lock = threading.Lock()
-_MAX_INSTANCES = 8
-
-
-def _remember(storage: DaskStorage) -> None:
-    with _instances_lock:
-        _instances[storage.name] = storage
-        _instances.move_to_end(storage.name)
-        if len(_instances) > _MAX_INSTANCES:
-            _instances.popitem(last=False)
-
-
-def _forget(storage: DaskStorage) -> None:
-    with _instances_lock:
-        if _instances.get(storage.name) is storage:
-            del _instances[storage.name]
-
-
-#: Clients whose workers were asked to import the runner's modules.
-_warmed: weakref.WeakSet[Client] = weakref.WeakSet()
-async def _import_runner_in_background() -> None:
-    """On a worker: import the trial runner's modules (Optuna's included) on a thread of
-    their own, so that the first runner to arrive finds them imported (or nearly)."""
-    threading.Thread(
-        target=importlib.import_module, args=("dasktune.submit.runner",), daemon=True,
-        name="dasktune-import",
-    ).start()
-
-
-def _attach(
-    name: str,
-    heartbeat_interval: int | None,
-    grace_period: int | None,
-    callback: StaleTrialCallback | None,
-) -> DaskStorage:
-    """Unpickle a DaskStorage: attach by name, with the same heartbeat settings."""
-    with _instances_lock:
-        storage = _instances.get(name)
-    if (
-        storage is None
-        or (storage._client is not None and storage._client.status != "running")
-        or (storage.heartbeat_interval, storage.grace_period) != (heartbeat_interval, grace_period)
-    ):
-        storage = DaskStorage(
-            None,
-            name,
-            None,
-            False,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=callback,
-        )
-    return storage

@@ -5,37 +5,33 @@ A *run* is one ``optimize`` call on one study. It has one lifecycle, owned here:
     open ──► running ──► ended (finished | stopped | failed | cancelled | aborted | orphaned)
 
 - **Budget.** ``n_trials`` and ``timeout`` are enforced here, where trials start: a runner
-  must *claim* each trial, and a claim is granted only while the budget allows, so
-  concurrent runners can never start more trials than ``n_trials``, nor any after the
-  deadline. Trials lost to a dead worker give their claim back when they are retried:
-  ``retries`` times by the scheduler, or, when the run's ``retries`` is ``None``, as the
-  caller's stale-trial callback decides (the run waits for its decision).
-- **Ending.** A run ends when no trial of it runs and none may start. Every way to end goes
-  through :meth:`RunBook.end`: *finished* (budget or deadline reached), *stopped*
-  (``study.stop()``), *failed* (an objective's error), — these let running trials finish —
-  and *cancelled* (``Run.cancel``, ``dasktune cancel``), *aborted* (an interrupt, a
-  ``BaseException`` in a trial), *orphaned* (the client of an attached run left) — these
-  fail the running trials at once, with the reason — and *deleted* (its study was deleted,
-  trials and all). Runners learn it at their next claim, which is refused.
+  must *claim* each trial, granted only while the budget allows, so concurrent runners never
+  start more than ``n_trials``, nor any after the deadline. A trial lost with its worker
+  gives its claim back when it is retried: ``retries`` times by the scheduler, or as the
+  caller's stale-trial callback decides when ``retries`` is ``None`` (the run waits for it).
+- **Ending.** A run ends when no trial of it runs and none may start, through
+  :meth:`RunBook.end`: *finished* (budget or deadline reached), *stopped*
+  (``study.stop()``), *failed* (an objective's error) let running trials finish;
+  *cancelled* (``Run.cancel``), *aborted* (an interrupt, a ``BaseException`` in a trial),
+  *orphaned* (the client of an attached run left) fail them at once, with the reason;
+  *deleted*: its study was deleted, trials and all. Runners learn it from the scheduler's
+  announcement (see the plugin) or their next claim, which is refused.
 - **Runners.** Each runner task registers with its Dask key; when Dask releases that task
-  (cancelled, its client gone) the runner's next claim is refused, so it leaves its worker
-  thread.
+  (cancelled, its client gone) its next claim is refused, so it leaves its worker thread.
 - **Callbacks.** A run whose caller has callbacks is *gated*: a claim is granted one trial
   at a time, and only once the driver has seen (run the callbacks of) every trial that had
   finished when the claim arrived — as ``Study.optimize`` runs a trial's callbacks before
   that thread's next trial. So a callback's ``study.stop()`` ends the run with at most one
   trial per runner beyond those its callbacks had seen.
 
-Thread-safety: the book holds its own lock; every public method takes it (the storage's
-backend thread and the scheduler's event loop both ask), and none holds it across a call
-to the backend.
+Thread-safety: every public method takes the book's own lock (the backend's thread and the
+event loop both ask); none holds it across a call to the backend.
 
-Cleanup model: a live run is kept until it ends; an ended run is kept for
-:data:`ENDED_RUN_SECONDS` (or until more than :data:`MAX_ENDED_RUNS` ended runs are kept),
-so that ``attach``, ``status`` and a driver that was slow to look can still read how it
-ended; the ended runs of a deleted study are dropped with it (its live ones are kept, ended,
-as the other ended runs, so that their drivers learn why). Per run the book keeps its
-counters, its RUNNING trial ids and the ids of its finished trials (8 bytes each).
+Cleanup model: a live run is kept until it ends, an ended one for :data:`ENDED_RUN_SECONDS`
+(at most :data:`MAX_ENDED_RUNS` of them), so that ``attach``, ``status`` and a slow driver
+can read how it ended; a deleted study's ended runs go with it (its live ones end, and are
+kept as ended runs, so that their drivers learn why). Per run the book keeps its counters,
+its RUNNING trial ids and the ids of its finished trials (8 bytes each).
 """
 
 from __future__ import annotations
@@ -104,7 +100,7 @@ class RunRecord:
     #: RUNNING trials of this run: trial id -> address of the worker running it.
     running: dict[int, str | None] = field(default_factory=dict)
     #: Ids of this run's trials in the order they finished.
-    finished_ids: array = field(default_factory=lambda: array("q"))
+    finished_ids: array[int] = field(default_factory=lambda: array("q"))
     #: Runner task key -> its index (0 for the first runner, which keeps the sampler's seed).
     runners: dict[str, int] = field(default_factory=dict)
     registrations: int = 0
@@ -319,20 +315,20 @@ class RunBook:
         return None
 
     @_locked
-    def gate(self, run_id: str) -> int | None:
-        """For a claim of a gated run that may start a trial: how many finished trials its
-        driver must have seen before it is granted (those finished now). ``None``: no wait."""
+    def gate(self, run_id: str) -> Callable[[], bool] | None:
+        """For a claim of a gated run that may start a trial now, whether it may go on: once
+        the driver has seen every trial finished now, or the run can start none any more
+        (the claim is then refused). ``None``: it need not wait."""
         run = self.runs.get(run_id)
         if run is None or not run.gated or not run.can_claim():
             return None
-        return run.finished
+        threshold = run.finished
 
-    @_locked
-    def gate_open(self, run_id: str, threshold: int) -> bool:
-        """Whether a claim held at :meth:`gate`'s ``threshold`` may go on: the driver has
-        seen as many trials, or the run can start none any more (the claim is refused)."""
-        run = self.runs.get(run_id)
-        return run is None or run.seen >= threshold or not run.can_claim()
+        def is_open() -> bool:
+            with self._lock:
+                return run.seen >= threshold or not run.can_claim()
+
+        return is_open
 
     @_locked
     def seen(self, run_id: str, count: int) -> bool:
@@ -347,43 +343,26 @@ class RunBook:
     # -- trial events ------------------------------------------------------------------
 
     @_locked
-    def trials_finished(self, trial_ids: Iterable[int]) -> bool:
-        """Trials finished (COMPLETE, PRUNED or FAIL); whether any was a run's."""
-        changed = False
-        for trial_id in trial_ids:
-            run = self._run_of.pop(trial_id, None)
-            if run is None:
-                continue
-            changed = True
-            run.running.pop(trial_id, None)
-            run.finished += 1
-            run.finished_ids.append(trial_id)
-            self._check_done(run)
-        return changed
+    def trials_finished(self, trial_ids: Iterable[int]) -> None:
+        """Trials finished (COMPLETE, PRUNED or FAIL)."""
+        for trial_id, run in self._stop_running(trial_ids):
+            self._settle(run, trial_id, retried=False)
 
     @_locked
     def released(self, trial_ids: Iterable[int]) -> None:
         """Claimed trials that never started went back to WAITING: out of the budget."""
-        for trial_id in trial_ids:
-            run = self._run_of.pop(trial_id, None)
-            if run is None:
-                continue
-            run.running.pop(trial_id, None)
-            run.claimed -= 1
-            self._check_done(run)
+        for trial_id, run in self._stop_running(trial_ids):
+            self._settle(run, trial_id, retried=True)
 
     @_locked
     def lost(self, trial_id: int, retried: bool) -> None:
         """A trial failed because its worker died; ``retried``: a WAITING copy takes its
         place in the budget, else it counts as finished."""
-        run = self._run_of.pop(trial_id, None)
-        if run is None:
-            return
-        run.running.pop(trial_id, None)
-        run.lost += 1
-        if run.retries is None:
-            run.undecided.append(trial_id)
-        else:
+        for trial_id, run in self._stop_running([trial_id]):
+            run.lost += 1
+            if run.retries is None:
+                run.undecided.append(trial_id)
+                continue
             self._settle(run, trial_id, retried)
 
     @_locked
@@ -395,8 +374,16 @@ class RunBook:
             run.undecided.remove(trial_id)
             self._settle(run, trial_id, retried)
 
+    def _stop_running(self, trial_ids: Iterable[int]) -> list[tuple[int, RunRecord]]:
+        """Those of ``trial_ids`` that a run was running, with the run: no longer running."""
+        stopped = [(t, run) for t in trial_ids if (run := self._run_of.pop(t, None)) is not None]
+        for trial_id, run in stopped:
+            del run.running[trial_id]
+        return stopped
+
     def _settle(self, run: RunRecord, trial_id: int, retried: bool) -> None:
-        """A lost trial's place: given back for its retry, or counted as finished."""
+        """A trial's place once it no longer runs: given back (``retried``: a WAITING trial
+        takes it), or counted as finished."""
         if retried:
             run.claimed -= 1
         else:
@@ -431,6 +418,12 @@ class RunBook:
         run = self.get(run_id)
         self._check_done(run)  # a deadline may have passed since the last event
         return run.status(), run.finished_ids[since:].tolist()
+
+    @_locked
+    def sizes(self) -> dict[str, int]:
+        """How much the book keeps, by kind (its bookkeeping, for bounds and metrics)."""
+        return {"runs": len(self.runs), "runs' trials": len(self._run_of),
+                "runners": len(self._runner_runs)}
 
     @_locked
     def find(self, study_id: int) -> list[wire.RunStatus]:

@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import threading
 from typing import Any
+from typing import cast
 from typing import TYPE_CHECKING
 import weakref
 
@@ -31,8 +32,6 @@ from dasktune.storage.session import RunnerSession
 
 if TYPE_CHECKING:
     from distributed import Client
-
-    from dasktune.storage.proxy import DaskStorage
 
 
 class RunClient(SchedulerProtocol):
@@ -57,12 +56,12 @@ class RunClient(SchedulerProtocol):
         :mod:`dasktune.storage.runs`)."""
         op = self._write("open_run", run_id, study_id, n_trials, timeout, retries, client_id, gated)
         (status,) = self._call([op])
-        return status
+        return cast(wire.RunStatus, status)
 
     def register_runner(self, run_id: str, key: str) -> int:
         """Register the runner task ``key`` of ``run_id``; its index (0 for the first)."""
         (index,) = self._call([self._write("register_runner", run_id, key)])
-        return index
+        return int(index)
 
     def claim_trials(
         self, run_id: str, key: str | None, wanted: int = 1, seconds_per_trial: float = 0.0
@@ -73,7 +72,7 @@ class RunClient(SchedulerProtocol):
         (claimed,) = self._call(
             [self._write("claim_trials", run_id, key, wanted, seconds_per_trial)], tolerate=GONE
         )
-        return claimed
+        return list(claimed)
 
     def claim_trials_soon(
         self, run_id: str, key: str | None, wanted: int = 1, seconds_per_trial: float = 0.0
@@ -87,13 +86,13 @@ class RunClient(SchedulerProtocol):
         running trials finish), ``cancelled``, ``aborted``, ``orphaned`` (they FAIL now,
         with ``reason``)."""
         (status,) = self._call([self._write("end_run", run_id, outcome, reason)])
-        return status
+        return cast(wire.RunStatus, status)
 
     def release_trials(self, run_id: str, trial_ids: list[int]) -> list[int]:
         """Give back trials this runner claimed for ``run_id`` and never started: they are
         WAITING again, outside the run's budget. The ids of those it gave back."""
         (released,) = self._call([self._write("release_trials", run_id, trial_ids)], tolerate=GONE)
-        return released
+        return list(released)
 
     def abandon_trials(self, run_id: str, trial_ids: list[int], reason: str) -> list[int]:
         """FAIL trials this runner started for ``run_id`` and will not finish, with
@@ -101,7 +100,7 @@ class RunClient(SchedulerProtocol):
         (failed,) = self._call(
             [self._write("abandon_trials", run_id, trial_ids, reason)], tolerate=GONE
         )
-        return failed
+        return list(failed)
 
     def decide_lost(self, run_id: str, trial_id: int, retried: bool) -> None:
         """Tell the scheduler what the stale-trial callback did for ``trial_id`` of
@@ -111,7 +110,7 @@ class RunClient(SchedulerProtocol):
     def run_status(self, run_id: str) -> wire.RunStatus:
         """The run's status on the scheduler. Raises ``KeyError`` for an unknown run."""
         ((status, _),) = self._call([["run_status", [run_id, 0], None]])
-        return status
+        return cast(wire.RunStatus, status)
 
     def watch_run(
         self, run_id: str, since: int, timeout: float, linger: float = 0.0, seen: bool = False
@@ -122,7 +121,7 @@ class RunClient(SchedulerProtocol):
         after the call for more (never past the run's end or ``timeout``). ``seen``: the
         caller, the run's driver, has run the callbacks of the first ``since`` trials."""
         status, finished = self._watch(run_id, since, timeout, linger, seen)
-        return status, finished
+        return cast(wire.RunStatus, status), list(finished)
 
     def follow_run_ends(self) -> None:
         """Learn, in this process, of runs that end (see :meth:`run_ended`): subscribe this
@@ -142,7 +141,7 @@ class RunClient(SchedulerProtocol):
     def find_runs(self, study_id: int) -> list[wire.RunStatus]:
         """Every run of ``study_id`` the scheduler keeps, oldest first."""
         (runs,) = self._call([["find_runs", [study_id], None]])
-        return runs
+        return cast(list[wire.RunStatus], runs)
 
     @contextlib.contextmanager
     def runner(self, run_id: str, key: str | None, ahead: bool = True) -> Iterator[RunnerSession]:

@@ -344,6 +344,18 @@ class Store:
                 for study_id in sorted(self._studies)
             ]
 
+    def sizes(self) -> dict[str, int]:
+        """How much the store keeps, by kind (its bookkeeping, for bounds and metrics)."""
+        with self._lock:
+            return {
+                "studies": len(self._studies),
+                "trials": len(self._trials),
+                "log entries": sum(map(len, self._logs.values())),
+                "heartbeats": len(self._heartbeats),
+                "trials known to run": len(self._running_on),
+                "trials' workers": len(self._workers),
+            }
+
     def study_of(self, trial_id: int) -> int | None:
         return self._trial_study.get(trial_id)
 

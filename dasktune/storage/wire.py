@@ -27,6 +27,7 @@ from datetime import datetime
 import functools
 import json
 from typing import Any
+from typing import cast
 from typing import Literal
 from typing import TypedDict
 
@@ -266,11 +267,11 @@ def encode_trial(trial: FrozenTrial, worker: str | None = None) -> Trial:
 
 def pack_trial(data: Trial) -> bytes:
     """A wire trial as the msgpack bytes deltas carry."""
-    return msgpack.packb(data, use_bin_type=True)
+    return cast(bytes, msgpack.packb(data, use_bin_type=True))
 
 
 def unpack_trial(packed: bytes) -> Trial:
-    return msgpack.unpackb(packed, raw=False)
+    return cast(Trial, msgpack.unpackb(packed, raw=False))
 
 
 def decode_trial(data: Trial) -> FrozenTrial:

@@ -1,25 +1,20 @@
 """``dasktune.optimize``: one call that fans an Optuna study's trials across a Dask cluster.
 
-The driver owns the Dask side: it opens a *run* on the scheduler (the budget), submits one
-trial runner per worker thread (``runner.py``), follows the cluster as it grows or shrinks,
-and watches the run: every finished trial reaches the calling process, in finishing order,
-for logging, the progress bar and callbacks. What to do next is decided by ``policy.py``.
+``optimize`` checks its arguments, opens a *run* on the scheduler (the budget) and drives
+it (``watch.py``): one trial runner per worker thread (``runner.py``) as the cluster grows or
+shrinks, and every finished trial reaching the calling process, in finishing order, for
+logging, the progress bar and callbacks. What to do next is decided by ``policy.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
-from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 import re
-import time
 from typing import Any
 from typing import cast
 import uuid
-import warnings
 
 from distributed import Client
 from distributed import fire_and_forget
@@ -27,37 +22,20 @@ from distributed import get_client
 from distributed import secede
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
-from optuna.trial import TrialState
 
 from dasktune import compat
 from dasktune.storage import DaskStorage
 from dasktune.storage import wire
-from dasktune.storage.runs import Outcome
-from dasktune.storage.wire import FAIL_REASON
-from dasktune.submit import policy
-from dasktune.submit.progress import ProgressBar
-from dasktune.submit.runner import Abort
 from dasktune.submit.runner import Objective
 from dasktune.submit.runner import dask_storage
 from dasktune.submit.runner import RunSpec
 from dasktune.submit.tasks import RunnerTasks
 from dasktune.submit.tasks import Tasks
 from dasktune.submit.tasks import TrialTasks
-from dasktune.submit.tasks import WATCH_SECONDS
-
-_logger = optuna.logging.get_logger("optuna.dasktune")
-
-Callback = Callable[[optuna.Study, FrozenTrial], None]
-_SLOTS_EVERY_SECONDS = 1.0
-#: Finished trials reach the driver (its callbacks, progress bar, log) at most this long
-#: after they finish, in batches: under cheap trials a request per trial would cost the
-#: scheduler and the driver as much CPU as a worker's own overhead.
-WATCH_LINGER_SECONDS = 0.05
-#: How long a driver waits for the runners of a run that was ended at once to report.
-_SETTLE_SECONDS = 2.0
-
+from dasktune.submit.watch import Callback
+from dasktune.submit.watch import drive
+from dasktune.submit.watch import follow
 
 class Run:
     """One ``dasktune.optimize`` call: its budget lives on the scheduler.
@@ -101,8 +79,7 @@ class Run:
         show_progress_bar: bool = False,
     ) -> Run:
         """Watch the run until it ends; collects its trials into :attr:`trials`."""
-        _drive(self, None, list(callbacks or ()), None, show_progress_bar)
-        return self
+        return follow(self, list(callbacks or ()), show_progress_bar)
 
     def cancel(self, reason: str = "cancelled by the user") -> wire.RunStatus:
         """Stop the run now: no trial starts any more, running ones become FAIL with
@@ -221,7 +198,7 @@ def optimize(
             gated=spec.gated,
         )
         if not detach:
-            return _drive(Run(study, run_id), _tasks(client, spec), callbacks, concurrency, show_progress_bar)
+            return drive(Run(study, run_id), _tasks(client, spec), callbacks, concurrency, show_progress_bar)
         future = client.submit(
             _drive_detached, spec, callbacks, concurrency, key=f"dasktune-{run_id}-driver", pure=False
         )
@@ -252,156 +229,8 @@ def attach(study: optuna.Study, run_id: str | None = None) -> Run:
     return Run(study, run_id or ids[-1])
 
 
-def _drive(
-    run: Run,
-    tasks: Tasks | None,
-    callbacks: list[Callback],
-    concurrency: int | None,
-    show_progress_bar: bool,
-) -> Run:
-    """Watch ``run`` to its end in this thread, keeping ``tasks`` on the cluster (none:
-    only watch a run driven elsewhere). Every way out ends the run on the scheduler."""
-    study, storage = run.study, run.storage
-    client = storage.client
-    status, _ = storage.watch_run(run.run_id, 0, timeout=0)
-    bar = ProgressBar(show_progress_bar, status["n_trials"], status["timeout"])
-    maximize = _single_direction(study)
-    heartbeats = storage.get_heartbeat_interval() is not None
-    slots, slots_checked, warned = 0, 0.0, False
-    error: BaseException | Abort | None = None
-    try:
-        with compat.optimize_loop(study):  # lets callbacks call study.stop()
-            while True:
-                watch = tasks.wait_here() if tasks is not None else WATCH_SECONDS
-                # A run with callbacks holds its runners' claims until they have run: answer
-                # each finished trial at once rather than in batches.
-                status, finished = storage.watch_run(
-                    run.run_id,
-                    len(run.trials),
-                    timeout=watch,
-                    linger=0.0 if tasks is not None and tasks.spec.gated else WATCH_LINGER_SECONDS,
-                    seen=tasks is not None,
-                )
-                for trial in sorted(map(storage.get_trial, finished), key=_finish_time):
-                    run.trials.append(trial)
-                    _log(study, trial)
-                    bar.update(trial, maximize)
-                    for callback in callbacks:
-                        callback(study, trial)
-                bar.tick(status)
-                if tasks is not None:
-                    for trial_id in status["undecided"]:
-                        _decide_lost(run, trial_id)
-                if tasks is not None and heartbeats:
-                    # As Study.optimize does before each trial: fail trials whose heartbeat
-                    # stopped, running the storage's stale-trial callback (e.g. a retry) here.
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                        optuna.storages.fail_stale_trials(study)
-                if compat.stop_requested(study) and status["end_reason"] is None:
-                    status = storage.end_run(run.run_id, "stopped", "study.stop() was called")
-                if tasks is None:
-                    if status["done"]:
-                        break
-                    continue
-                failure = tasks.reap()
-                if failure is not None and error is None:
-                    error = failure
-                    outcome: Outcome = "aborted" if isinstance(failure, Abort) else "failed"
-                    cause = failure.error if isinstance(failure, Abort) else failure
-                    status = storage.end_run(run.run_id, outcome, f"{type(cause).__name__}: {cause}")
-                if status["done"] and tasks.alive:
-                    # The run has ended on the scheduler: runners that are leaving report why
-                    # (an error the caller must get) within moments. Any other is no longer
-                    # needed and is released: one still inside an objective of a run ended at
-                    # once (its thread finishes it), or one on a worker that hangs (a stopped
-                    # process, a cut network) and would hold this call until Dask gives up on
-                    # that worker — its trials were failed already, or the run was not done —
-                    # or one queued for resources no worker has.
-                    failure = tasks.reap(wait=_SETTLE_SECONDS)
-                    error = error or failure
-                    tasks.cancel()
-                if policy.is_finished(status, tasks.alive, len(run.trials)):
-                    break
-                if error is None:
-                    if time.monotonic() - slots_checked > _SLOTS_EVERY_SECONDS:
-                        slots, slots_checked = _slots(client, tasks.spec.resources), time.monotonic()
-                        warned = warned or _warn_no_resources(slots, tasks.spec.resources)
-                    tasks.start(status, slots, concurrency)
-    except BaseException:
-        # KeyboardInterrupt (a notebook's stop button) or anything else: leave nothing
-        # running — no new trial, running ones FAIL, tasks released.
-        if client.status == "running":  # else the scheduler is gone, and the run with it
-            with contextlib.suppress(ConnectionError, KeyError):
-                storage.end_run(run.run_id, "aborted", "interrupted")
-            if tasks is not None:
-                tasks.cancel()
-        raise
-    finally:
-        bar.close()
-    if isinstance(error, Abort):
-        raise error.error.with_traceback(None) from RuntimeError(
-            f"raised in a trial of dasktune.optimize on a worker:\n{error.traceback}"
-        )
-    if error is not None:
-        raise error
-    if status["outcome"] == "deleted":
-        raise KeyError(
-            f"Study {study.study_name!r} was deleted while dasktune.optimize ran on it "
-            f"({status['end_reason']}); {len(run.trials)} of its trials had finished."
-        )
-    if status["outcome"] in ("aborted", "orphaned"):
-        raise RuntimeError(f"The optimize run {run.run_id} was {status['outcome']}: {status['end_reason']}.")
-    if status["outcome"] == "cancelled":
-        _logger.warning(f"The optimize run {run.run_id} was cancelled: {status['end_reason']}.")
-    return run
-
-
-def _decide_lost(run: Run, trial_id: int) -> None:
-    """Run the storage's stale-trial callback for a trial of ``run`` lost with its worker,
-    as ``fail_stale_trials`` runs it for a trial whose heartbeat stopped, and tell the
-    scheduler whether it enqueued a retry (which then takes the lost trial's place)."""
-    study, storage = run.study, run.storage
-    callback = storage.get_heartbeat_stale_trial_callback()
-    waiting = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-    if callback is not None:
-        callback(study, copy.deepcopy(storage.get_trial(trial_id)))
-    retried = any(
-        t.number not in waiting
-        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    )
-    storage.decide_lost(run.run_id, trial_id, retried)
-
-
 def _tasks(client: Client, spec: RunSpec) -> Tasks:
     return RunnerTasks(client, spec) if spec.search_space is None else TrialTasks(client, spec)
-
-
-def _warn_no_resources(slots: int, resources: Mapping[str, float] | None) -> bool:
-    """Warn (once: returns whether it did) that no worker has the ``resources`` a trial
-    needs."""
-    if slots or not resources:
-        return False
-    wanted = " ".join(f"{k}={v:g}" for k, v in resources.items())
-    warnings.warn(
-        f"No worker of the cluster has the resources {dict(resources)} a trial needs: "
-        f'trials wait until one joins (start it with `dask worker --resources "{wanted}"`).',
-        stacklevel=5,  # _warn_no_resources, _drive, start, optimize: the caller's line
-    )
-    return True
-
-
-def _slots(client: Client, resources: Mapping[str, float] | None) -> int:
-    """How many trials the cluster can run at once: its threads, or with ``resources``,
-    how many times each worker holds them (never more than its threads)."""
-    if resources is None:
-        return sum(client.nthreads().values())
-    slots = 0
-    for worker in client.scheduler_info(n_workers=-1)["workers"].values():
-        held = worker.get("resources", {})
-        fits = min(int(held.get(name, 0) // need) for name, need in resources.items())
-        slots += min(fits, worker["nthreads"])
-    return slots
 
 
 def _drive_detached(spec: RunSpec, callbacks: list[Callback], concurrency: int | None) -> int:
@@ -409,7 +238,7 @@ def _drive_detached(spec: RunSpec, callbacks: list[Callback], concurrency: int |
     secede()  # a driver waits; it must not hold a worker thread that a runner could use
     client = get_client()
     dask_storage(spec.study).use_client(client)
-    return len(_drive(Run(spec.study, spec.run_id), _tasks(client, spec), callbacks, concurrency, False).trials)
+    return len(drive(Run(spec.study, spec.run_id), _tasks(client, spec), callbacks, concurrency, False).trials)
 
 
 def _check_arguments(
@@ -459,32 +288,6 @@ def _check_search_space(search_space: dict[str, BaseDistribution] | None) -> Non
         raise TypeError(
             "search_space must be a non-empty dict of parameter name -> Optuna distribution "
             f"(e.g. optuna.distributions.FloatDistribution(0, 1)), not {search_space!r}."
-        )
-
-
-def _single_direction(study: optuna.Study) -> bool | None:
-    """Whether the single objective is maximized; ``None`` for several objectives."""
-    directions = study.directions
-    return directions[0] == StudyDirection.MAXIMIZE if len(directions) == 1 else None
-
-
-def _finish_time(trial: FrozenTrial) -> float:
-    return trial.datetime_complete.timestamp() if trial.datetime_complete else 0.0
-
-
-def _log(study: optuna.Study, trial: FrozenTrial) -> None:
-    if trial.state == TrialState.COMPLETE:
-        _logger.info(
-            f"Trial {trial.number} finished with value{'s' if len(trial.values) > 1 else ''}: "
-            f"{trial.values if len(trial.values) > 1 else trial.value} and parameters: "
-            f"{trial.params}."
-        )
-    elif trial.state == TrialState.PRUNED:
-        _logger.info(f"Trial {trial.number} pruned.")
-    elif trial.state == TrialState.FAIL:
-        _logger.warning(
-            f"Trial {trial.number} failed with parameters: {trial.params} because of the "
-            f"following error: {trial.system_attrs.get(FAIL_REASON, 'unknown')}."
         )
 
 

@@ -25,7 +25,7 @@ _LOCKS: dict[type, Any] = {
 }
 
 
-class _Pickler(cloudpickle.Pickler):
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no type hints
     def reducer_override(self, obj: Any) -> Any:
         factory = _LOCKS.get(type(obj))
         if factory is not None:

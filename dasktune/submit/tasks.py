@@ -52,9 +52,11 @@ class Tasks:
     def alive(self) -> int:
         return len(self.futures)
 
-    def wait_here(self) -> float:
-        """Wait for what the tasks tell this process directly; how long the driver may
-        then wait on the scheduler for news."""
+    def wait_for_news(self) -> float:
+        """Spend part of the driver's wait for news (at most :data:`WATCH_SECONDS`) on the
+        news these tasks bring this process themselves; the rest, in seconds, is for the
+        scheduler's. Runners report through the scheduler (their claims and tells): all of
+        it is the scheduler's, none is spent here."""
         return WATCH_SECONDS if self.futures else 0.0
 
     def reap(self, wait: float = 0.0) -> BaseException | Abort | None:
@@ -76,14 +78,14 @@ class Tasks:
         self.client.cancel(list(self._all_futures()), force=True)
         self.futures.clear()
 
-    def _all_futures(self) -> list[Future]:
+    def _all_futures(self) -> list[Future[Any]]:
         return list(self.futures.values())
 
 
 class RunnerTasks(Tasks):
     """Trial runners: each claims and runs trials on its worker until the budget is spent."""
 
-    futures: dict[str, Future]
+    futures: dict[str, Future[Any]]
 
     def _reap(self) -> BaseException | Abort | None:
         """A runner killed with its worker (``KilledWorker``) is no error of the objective:
@@ -115,12 +117,13 @@ class RunnerTasks(Tasks):
 class TrialTasks(Tasks):
     """Trials asked here, evaluated as one task each, told here."""
 
-    futures: dict[str, tuple[Future, optuna.Trial]]  # type: ignore[assignment]
+    futures: dict[str, tuple[Future[Any], optuna.Trial]]
 
-    def _all_futures(self) -> list[Future]:
+    def _all_futures(self) -> list[Future[Any]]:
         return [future for future, _ in self.futures.values()]
 
-    def wait_here(self) -> float:
+    def wait_for_news(self) -> float:
+        """Trial tasks report here, their results the trials to tell: wait for one."""
         if self.futures:
             with contextlib.suppress(distributed.TimeoutError):
                 distributed.wait(self._all_futures(), timeout=WATCH_SECONDS, return_when="FIRST_COMPLETED")
