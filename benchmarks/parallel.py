@@ -61,9 +61,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Iterator
 import contextlib
+import copy
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import datetime
+from datetime import timedelta
 import gzip
 import heapq
 import json
@@ -76,6 +79,8 @@ from distributed import Client
 from distributed import LocalCluster
 import numpy as np
 import optuna
+from optuna.storages import InMemoryStorage
+from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 import dasktune
@@ -173,6 +178,7 @@ class Run:
     duplicates: int  # trials whose parameters repeat an earlier trial's exactly
     wall: float  # seconds of the whole run, real
     busy: float  # simulated seconds of work: busy / wall is the achieved concurrency
+    sampling: float = 0.0  # CPU seconds of sampling, all trials (in-flight peer counting it only)
 
 
 def cluster_shape(p: int) -> tuple[int, int]:
@@ -196,23 +202,72 @@ def tpe(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed)
 
 
+class VirtualClock(InMemoryStorage):
+    """Optuna's in-memory storage, but a trial's ``datetime_start`` and ``datetime_complete``
+    are read from the virtual clock (``now``, seconds from the run's start) rather than the
+    machine's: a sampler that times the trials it learns from (``dasktune.ParallelSampler``
+    weighs its own sampling cost against them) sees the simulated durations, as it would see
+    real ones on a cluster."""
+
+    EPOCH = datetime(2026, 1, 1)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def _stamp(self) -> datetime:
+        return self.EPOCH + timedelta(seconds=self.now)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is None:
+            template_trial = FrozenTrial(number=-1, trial_id=-1, state=TrialState.RUNNING, value=None,
+                                         datetime_start=self._stamp(), datetime_complete=None, params={},
+                                         distributions={}, user_attrs={}, system_attrs={}, intermediate_values={})
+        return super().create_new_trial(study_id, template_trial)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state.is_finished():
+            with self._lock:
+                trial = copy.copy(self._get_trial(trial_id))
+                trial.datetime_complete = self._stamp()
+                self._set_trial(trial_id, trial)
+        return changed
+
+
 def in_flight(problem: Problem, seed: int, p: int, n: int, durations: Durations,
-              sampler: Callable[[int], optuna.samplers.BaseSampler] = tpe, config: str = IN_FLIGHT) -> Run:
-    """The sampler alone at P trials in flight, on a virtual clock (see the module docstring)."""
-    study = optuna.create_study(sampler=sampler(seed))
+              sampler: Callable[[int], optuna.samplers.BaseSampler] = tpe, config: str = IN_FLIGHT,
+              count_sampling: bool = False) -> Run:
+    """The sampler alone at P trials in flight, on a virtual clock (see the module docstring).
+
+    The trials' datetimes are the virtual clock's (:class:`VirtualClock`). With
+    ``count_sampling``, a trial also starts its simulated work only once it is sampled: the
+    CPU seconds its sampling took here (this thread's, so what it takes on a core of its own
+    whatever else the machine runs) are added to the clock, as a worker samples before it
+    runs the trial; the order results come in then depends on this machine's timing, so the
+    run is no longer exactly deterministic. Without it, sampling takes no time."""
+    storage = VirtualClock()
+    study = optuna.create_study(storage=storage, sampler=sampler(seed))
     objective = Simulated(problem, seed, durations, sleep=False)
     start = time.time()
     flying: list[tuple[float, int, optuna.Trial, float]] = []  # (ends at, number, trial, value)
-    clock, finished = 0.0, [0.0] * n
+    clock, finished, sampling = 0.0, [0.0] * n, 0.0
     while len(study.trials) < n or flying:
         while len(study.trials) < n and len(flying) < p:
+            storage.now = clock
+            began = time.thread_time()
             trial = study.ask()
             value = objective(trial)  # suggests the parameters: the trial is RUNNING with them
-            heapq.heappush(flying, (clock + durations(seed, trial.number), trial.number, trial, value))
+            sampled = time.thread_time() - began if count_sampling else 0.0
+            sampling += sampled
+            heapq.heappush(flying, (clock + sampled + durations(seed, trial.number), trial.number, trial, value))
         clock, number, trial, value = heapq.heappop(flying)
+        storage.now = clock
         study.tell(trial, value)
         finished[number] = clock
-    return _run(problem, config, p, seed, _complete(study, n), finished, time.time() - start, durations)
+    run = _run(problem, config, p, seed, _complete(study, n), finished, time.time() - start, durations)
+    run.sampling = round(sampling, 4)
+    return run
 
 
 def threads(problem: Problem, seed: int, p: int, n: int, durations: Durations) -> Run:

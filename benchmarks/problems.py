@@ -25,6 +25,16 @@ optimum is the best value of the table (interpolation never goes below its corne
   (log);
 - ``SVR diabetes``: ``SVR`` after ``StandardScaler``, 5-fold CV mean squared error of the
   standardized target; ``kernel`` categorical, ``C``, ``gamma``, ``epsilon`` float (log).
+
+A conditional search space, the same way on tables:
+
+- ``Model choice diabetes``: ``model`` categorical picks one of four regressors on
+  ``load_diabetes`` (standardized target, 5-fold CV mean squared error, as the SVR problem),
+  each with parameters of its own that only its trials suggest: ``ridge`` (``ridge_alpha``),
+  ``knn`` (``knn_n_neighbors`` int (log), ``knn_weights`` categorical), ``svr`` (RBF kernel:
+  ``svr_C``, ``svr_gamma``, ``svr_epsilon``) and ``gbm`` (``HistGradientBoostingRegressor``:
+  ``gbm_learning_rate``, ``gbm_max_leaf_nodes``, ``gbm_max_iter``). Each branch is a table of
+  its own; the optimum is the best of all four.
 """
 
 from __future__ import annotations
@@ -180,7 +190,42 @@ SVR_AXES = (
 GBM_FILE, SVR_FILE = "gbm_breast_cancer.csv", "svr_diabetes.csv"
 
 
-Problem = TestFunction | GridTable
+CHOICE_AXES = {
+    "ridge": (Axis("ridge_alpha", "float", _log_grid(1e-3, 1e3, 13)),),
+    "knn": (Axis("knn_n_neighbors", "int", (1, 2, 4, 8, 16, 32, 64, 128)),
+            Axis("knn_weights", "categorical", ("uniform", "distance"))),
+    "svr": (Axis("svr_C", "float", _log_grid(1e-2, 1e3, 11)),
+            Axis("svr_gamma", "float", _log_grid(1e-4, 1.0, 9)),
+            Axis("svr_epsilon", "float", _log_grid(1e-2, 1.0, 5))),
+    "gbm": (Axis("gbm_learning_rate", "float", _log_grid(0.01, 1.0, 9)),
+            Axis("gbm_max_leaf_nodes", "int", (2, 4, 8, 16, 32, 64)),
+            Axis("gbm_max_iter", "int", (10, 30, 100, 300))),
+}
+
+
+def choice_file(model: str) -> str:
+    return f"choice_diabetes_{model}.csv"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A conditional search space: the categorical ``model`` picks one of ``branches``, a
+    table whose parameters only that branch's trials suggest."""
+
+    name: str
+    branches: tuple[GridTable, ...]  # each named for its model
+    continuous = False
+
+    @property
+    def optimum(self) -> float:
+        return min(branch.optimum for branch in self.branches)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        model = trial.suggest_categorical("model", [branch.name for branch in self.branches])
+        return next(branch for branch in self.branches if branch.name == model)(trial)
+
+
+Problem = TestFunction | GridTable | ModelChoice
 
 _MAKERS: dict[str, Callable[[], Problem]] = {
     "Hartmann-6": lambda: TestFunction("Hartmann-6", hartmann6, 6, 0.0, 1.0, hartmann6(HARTMANN6_ARGMIN)),
@@ -188,6 +233,8 @@ _MAKERS: dict[str, Callable[[], Problem]] = {
     "Rosenbrock-10": lambda: TestFunction("Rosenbrock-10", rosenbrock, 10, -5.0, 10.0, 0.0),
     "GBM breast_cancer": lambda: GridTable("GBM breast_cancer", GBM_FILE, GBM_AXES),
     "SVR diabetes": lambda: GridTable("SVR diabetes", SVR_FILE, SVR_AXES),
+    "Model choice diabetes": lambda: ModelChoice(
+        "Model choice diabetes", tuple(GridTable(model, choice_file(model), axes) for model, axes in CHOICE_AXES.items())),
 }
 NAMES = tuple(_MAKERS)
 

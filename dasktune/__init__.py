@@ -59,6 +59,8 @@ _EXPORTS = {
     "attach": "dasktune.submit.driver",
     "optimize": "dasktune.submit.driver",
     "Run": "dasktune.submit.driver",
+    "ParallelSampler": "dasktune.samplers.parallel",
+    "create_study": "dasktune.study",
 }
 
 __all__ = [*sorted(_EXPORTS), "tune", "__version__"]
@@ -67,7 +69,9 @@ if TYPE_CHECKING:  # what the lazy names below are (``as``: exported, for type c
     from dasktune import tune as tune
     from dasktune.storage.plugin import dask_setup as dask_setup
     from dasktune.storage.plugin import StoragePlugin as StoragePlugin
+    from dasktune.samplers.parallel import ParallelSampler as ParallelSampler
     from dasktune.storage.proxy import DaskStorage as DaskStorage
+    from dasktune.study import create_study as create_study
     from dasktune.submit.driver import attach as attach
     from dasktune.submit.driver import optimize as optimize
     from dasktune.submit.driver import Run as Run

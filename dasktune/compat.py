@@ -21,9 +21,11 @@ from typing import Any
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from distributed import Client
     from distributed import Scheduler
     import optuna
     from optuna.storages import BaseStorage
+    from optuna.storages import JournalStorage
     from optuna.storages import RDBStorage
     from optuna.storages._heartbeat import BaseHeartbeat
     from optuna.study._frozen import FrozenStudy
@@ -31,11 +33,13 @@ if TYPE_CHECKING:
 __all__ = [
     "BaseHeartbeat",
     "FrozenStudy",
+    "close_journal_backend",
     "OPTUNA_DASHBOARD_ROOT_PATHS",
     "add_dashboard_page",
     "dashboard_templates",
     "dashboard_variables",
     "imported_as_preload",
+    "results_held",
     "new_trial",
     "optimize_loop",
     "optuna_dashboard_bundle",
@@ -125,6 +129,19 @@ def new_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
 
     study._thread_local.cached_all_trials = None
     return optuna.Trial(study, trial_id)
+
+
+def close_journal_backend(storage: JournalStorage) -> None:
+    """Close the Redis connections of a ``JournalStorage`` over Redis
+    (``JournalStorage._backend``, ``JournalRedisBackend._redis``): Optuna offers no way to
+    close a storage, and a scheduler that drops a storage it no longer needs must not keep
+    its connections. A journal file holds nothing open between operations."""
+    from optuna.storages.journal import JournalRedisBackend
+
+    backend = storage._backend
+    if isinstance(backend, JournalRedisBackend):
+        backend._redis.close()
+        backend._redis.connection_pool.disconnect()
 
 
 def rdb_add_trials(
@@ -232,6 +249,22 @@ def imported_as_preload() -> bool:
             return True
         frame = frame.f_back  # type: ignore[assignment]
     return False
+
+
+def results_held(client: Client, keys: list[str]) -> list[str]:
+    """Those of the task ``keys`` whose results a worker holds, as the scheduler sees them
+    now (its ``who_has`` handler). ``Client.who_has`` takes futures only, and a future kept
+    to ask about its task would keep the result it asks about."""
+    from distributed.utils import sync
+
+    scheduler, loop = client.scheduler, client.loop
+    assert scheduler is not None and loop is not None, "a running client has both"
+
+    async def ask() -> Any:
+        return await scheduler.who_has(keys=keys)
+
+    held: dict[str, list[str]] = sync(loop, ask)
+    return [key for key, workers in held.items() if workers]
 
 
 def dashboard_variables(scheduler: Scheduler) -> dict[str, Any]:

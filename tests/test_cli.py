@@ -141,6 +141,19 @@ def test_help_for_every_command() -> None:
     assert dasktune_cli().returncode == 2
 
 
+def test_every_argument_of_every_command_has_help_text() -> None:
+    from dasktune.cli.parser import build_parser
+
+    parser = build_parser()
+    for name, command in parser.commands.items():
+        for action in command._actions:
+            assert action.help and action.help.strip(), (name, action.dest)
+        shown = command.format_help()
+        for action in command._actions:
+            if not action.option_strings:  # a positional: listed with its help
+                assert re.search(rf"^  {re.escape(action.metavar)}\s+\S", shown, re.MULTILINE), (name, shown)
+
+
 def test_the_parser_imports_neither_optuna_nor_distributed() -> None:
     """--help and usage errors answer before anything heavy is imported: the parser is
     argparse only, and commands are imported after parsing."""
@@ -251,6 +264,23 @@ def test_run_with_a_durable_storage_a_module_and_two_objectives(
     )
     assert {t["number"] for t in best} == {t.number for t in stored.best_trials}
 
+    # For a person: the Pareto front as a table, a column per objective and per parameter,
+    # values in full (as Optuna prints them), in `best`, `show` and a count in `studies`.
+    front = sorted(stored.best_trials, key=lambda t: t.number)
+    human = dasktune_cli("best", "pareto", "--scheduler", process_cluster.address).stdout.splitlines()
+    assert re.fullmatch(r"\| number \| +values_0 \| +values_1 \| +params_x \| duration_s \|", human[1]), human
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in human[3:-1]]
+    assert [(int(r[0]), float(r[1]), float(r[2])) for r in rows] == [(t.number, *t.values) for t in front]
+    assert all(r[1] == str(t.values[0]) and r[3] == str(t.params["x"]) for r, t in zip(rows, front))
+    shown = dasktune_cli("show", "pareto", "--scheduler", process_cluster.address).stdout
+    assert f"Best trials: the {len(front)} on the Pareto front" in shown
+    for t in front:
+        cells = r" \| +".join(re.escape(str(v)) for v in (t.number, *t.values))
+        assert re.search(rf"^\| +{cells} \|", shown, re.MULTILINE), (t.number, shown)
+    listed = dasktune_cli("studies", "--scheduler", process_cluster.address).stdout
+    (row,) = [line for line in listed.splitlines() if "| pareto " in line]
+    assert f"{len(front)} on the Pareto front" in row and "[" not in row
+
     mismatch = dasktune_cli(
         "run", f"{objective_file}:objective", "--scheduler", process_cluster.address,
         "--study", "pareto", "--storage", url, "--n-trials", "1", "--direction", "maximize",
@@ -288,8 +318,8 @@ def test_errors_name_the_problem_and_the_fix(
     assert bare.returncode == 2 and "--preload dasktune" in bare.stderr
 
     unreachable = dasktune_cli("studies", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "2")
-    assert unreachable.returncode == 2
-    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in unreachable.stderr
+    assert unreachable.returncode == 2 and unreachable.stderr.count("\n") == 1
+    assert "nothing listens at 127.0.0.1:9 (connection refused)" in unreachable.stderr
 
     for spec, message in [
         (f"{tmp_path / 'missing.py'}:objective", "cannot import"),
@@ -332,7 +362,7 @@ def test_usage_errors_exit_2_in_one_line_and_create_nothing(
         (["--timeout", "soon"], "--timeout", "positive number of seconds"),
         (["--concurrency", "0"], "--concurrency", "positive integer"),
         (["--connect-timeout", "-1"], "--connect-timeout", "positive number of seconds"),
-        (["--sampler", "annealing"], "--sampler", "choose from 'tpe', 'random'"),
+        (["--sampler", "annealing"], "--sampler", "choose from 'parallel', 'tpe', 'random'"),
         (["--pruner", "eager"], "--pruner", "choose from 'none', 'median'"),
         (["--seed", "-1"], "--seed", "integer from 0"),
         (["--direction", "minimize", "--direction", "minimize", "--pruner", "median"], "--pruner",
@@ -393,7 +423,7 @@ def test_run_takes_a_sampler_a_pruner_and_a_seed(
     run("r1", "--sampler", "random", "--pruner", "asha", "--seed", "7")
     run("r2", "--sampler", "random", "--pruner", "successive-halving", "--seed", "7")
     run("r3", "--sampler", "random", "--pruner", "hyperband", "--seed", "8")
-    run("r4", "--pruner", "none")
+    run("r4", "--sampler", "tpe", "--pruner", "none")
     run("r5")
     run("r6", "--sampler", "nsga2")  # a sampler that holds a lock travels to the workers
     run("r7", "--sampler", "nsga3")
@@ -406,7 +436,7 @@ def test_run_takes_a_sampler_a_pruner_and_a_seed(
     assert used("r1") == used("r2") == {("RandomSampler", "SuccessiveHalvingPruner")}
     assert used("r3") == {("RandomSampler", "HyperbandPruner")}
     assert used("r4") == {("TPESampler", "NopPruner")}
-    assert used("r5") == {("TPESampler", "MedianPruner")}  # Optuna's defaults
+    assert used("r5") == {("ParallelSampler", "MedianPruner")}  # dasktune's and Optuna's defaults
     assert used("r6") == {("NSGAIISampler", "MedianPruner")}
     assert used("r7") == {("NSGAIIISampler", "MedianPruner")}
 
@@ -455,15 +485,18 @@ def runner_tasks(client) -> list[str]:
     )
 
 
-def test_cancel_and_delete_stop_live_runs_first(
-    process_cluster: ProcessCluster, objective_file: Path
+def test_export_cancel_and_delete_of_a_live_run(
+    process_cluster: ProcessCluster, objective_file: Path, tmp_path: Path
 ) -> None:
+    """`export` of a study with a live run says what it copied (RUNNING trials too) and
+    waits for the run with --wait; `cancel` and `delete` stop live runs first, and `cancel`
+    and `show` then agree on every count."""
     address = process_cluster.address
 
-    def start(study: str) -> None:
+    def start(study: str, n_trials: int = 200) -> None:
         started = dasktune_cli(
             "run", f"{objective_file}:slow", "--scheduler", address, "--study", study,
-            "--n-trials", "200", "--detach",
+            "--n-trials", str(n_trials), "--detach",
         )
         assert started.returncode == 0, started.stderr
 
@@ -472,16 +505,46 @@ def test_cancel_and_delete_stop_live_runs_first(
         study = load(client, "long")
         wait_for(lambda: study.get_trials(states=(TrialState.RUNNING,)), timeout=60,
                  message="a trial of the detached run to start")
+
+        exported = dasktune_cli("export", "long", "--scheduler", address, "--to", str(tmp_path / "live.db"))
+        assert exported.returncode == 0, exported.stderr
+        copied = optuna.load_study(study_name="long", storage=f"sqlite:///{tmp_path / 'live.db'}").trials
+        running = len([t for t in copied if t.state == TrialState.RUNNING])
+        assert running  # copied as they were when read
+        said = exported.stdout.splitlines()
+        assert said[0].startswith(f"Exported {len(copied)} trials of study 'long'") and f"{running} RUNNING" in said[0]
+        assert f"was live: its {running} RUNNING" in said[1] and "--wait" in said[1], said
+
         cancelled = dasktune_cli("cancel", "long", "--scheduler", address)
         assert cancelled.returncode == 0, cancelled.stderr
         (run,) = compat.study_storage(study).find_runs(compat.study_id(study))
-        assert re.match(rf"Cancelled run {run['run_id']} of study 'long': \d+ trials had finished", cancelled.stdout)
+        said = cancelled.stdout.splitlines()
+        assert said[0] == f"Cancelled run {run['run_id']} of study 'long': the trials it was running FAIL."
         assert run["outcome"] == "cancelled" and run["end_reason"] == "cancelled from the command line"
         assert not study.get_trials(states=(TrialState.RUNNING,))
-        assert study.get_trials(states=(TrialState.FAIL,))  # the running ones, with the reason
+        failed = study.get_trials(states=(TrialState.FAIL,))  # the running ones, with the reason
+        complete = study.get_trials(states=(TrialState.COMPLETE,))
+        assert failed
+        # The numbers agree: with the study, and with what `show` says next.
+        assert said[1:] == [
+            f"Run {run['run_id']}: cancelled, {len(failed) + len(complete)}/200 trials finished, 0 running; "
+            "ended: cancelled from the command line",
+            f"Trials: {len(complete)} COMPLETE, {len(failed)} FAIL",
+        ]
+        shown = dasktune_cli("show", "long", "--scheduler", address).stdout.splitlines()
+        assert said[1] in shown and said[2] in shown
         wait_for(lambda: not runner_tasks(client), timeout=30, message="the run's tasks to leave")
         again = dasktune_cli("cancel", "long", "--scheduler", address)
         assert again.returncode == 0 and "Study 'long' has no live run." in again.stdout
+
+        start("short", n_trials=40)  # 0.5 s trials on 2 workers: live for ~10 s, past export's start-up
+        waited = dasktune_cli("export", "short", "--scheduler", address, "--to", str(tmp_path / "short.db"), "--wait")
+        assert waited.returncode == 0, waited.stderr
+        assert waited.stdout.startswith("Waiting for run short-")
+        copied = optuna.load_study(study_name="short", storage=f"sqlite:///{tmp_path / 'short.db'}").trials
+        assert [t.state for t in copied] == [TrialState.COMPLETE] * 40
+        assert "Exported 40 trials of study 'short'" in waited.stdout and "(40 COMPLETE)" in waited.stdout
+        assert "RUNNING" not in waited.stdout
 
         start("doomed")
         doomed = load(client, "doomed")

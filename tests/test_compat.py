@@ -16,6 +16,7 @@ from optuna.storages import BaseStorage
 from optuna.storages import InMemoryStorage
 import pytest
 
+from conftest import wait_for
 from dasktune import compat
 
 pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and distributed
@@ -125,6 +126,14 @@ def test_a_version_outside_the_supported_range_fails_at_import(monkeypatch) -> N
     monkeypatch.setitem(dasktune.SUPPORTED_VERSIONS, "optuna", ("1", "2"))
     with pytest.raises(ImportError, match=r"pip install 'optuna>=1,<2'"):
         dasktune._check_versions()
+
+
+def test_results_held_names_the_tasks_whose_results_a_worker_holds(client) -> None:
+    future = client.submit(int, 1, key="a-held-result")
+    assert future.result() == 1
+    assert compat.results_held(client, ["a-held-result", "no-such-task"]) == ["a-held-result"]
+    del future
+    wait_for(lambda: not compat.results_held(client, ["a-held-result"]), message="the result to go")
 
 
 # -- distributed's dashboard and optuna-dashboard (the Tuning page) ----------------------

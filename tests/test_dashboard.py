@@ -1,25 +1,26 @@
-"""The Tuning page on the Dask dashboard: JSON, /metrics, both install paths, the figures
-as the scheduler builds them, optuna-dashboard mounted on it, and what a person sees in a
-real browser (Debian's Chromium driven by Playwright)."""
+"""The Tuning page on the Dask dashboard: JSON, /metrics, both install paths, names in URLs,
+optuna-dashboard mounted on it, and what a person sees in a real browser (Debian's Chromium
+driven by Playwright): every view one click from the Tuning page, each trial a worker runs
+at once in a lane of its own, runs, live updates by small deltas, a deleted study's page."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import json
+import math
 import os
 from pathlib import Path
 import shutil
 import time
+import urllib.error
 import urllib.request
 from urllib.parse import quote
 
-from bokeh.embed import json_item
-from bokeh.models import CategoricalScale
-from bokeh.models import LinearScale
-from bokeh.models import LogScale
 from distributed import Client
 from distributed import LocalCluster
 import optuna
 import optuna_dashboard
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 import pytest
 
@@ -27,7 +28,7 @@ import dasktune
 from conftest import ProcessCluster
 from conftest import wait_for
 from dasktune import compat
-from dasktune.dashboard.study_doc import StudyDoc
+from dasktune.dashboard.pages import studies_columns
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -159,112 +160,17 @@ def test_preload_lists_the_page_among_the_plots_and_in_the_nav_bar(tmp_path: Pat
         cluster.close()
 
 
+# -- names in URLs, writes from optuna-dashboard ------------------------------------------
 
 
-# -- the study page's figures, built in-process from the scheduler's view ----------------
+def tuning_state(cluster: LocalCluster):
+    """What the scheduler's Tuning pages read (the scheduler runs in this process)."""
+    return cluster.scheduler.plugins["dasktune-tuning"].state
 
 
-def tuning_doc(cluster: LocalCluster, storage: str, study: str) -> StudyDoc:
-    """The study page's figures as the scheduler builds them for a browser."""
-    plugin = cluster.scheduler.plugins["dasktune-tuning"]
-    return StudyDoc(plugin.state.study(storage, study))
-
-
-def mixed_space(trial: optuna.Trial) -> float:
-    lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
-    units = trial.suggest_int("units", 8, 512, log=True)
-    dropout = trial.suggest_float("dropout", 0.0, 0.5)
-    kind = trial.suggest_categorical("kind", ["tanh", "relu", "gelu"])
-    return lr * units + dropout + ["tanh", "relu", "gelu"].index(kind)
-
-
-def test_log_parameters_are_on_log_axes_and_categoricals_in_their_distributions_order(
-    cluster: LocalCluster, client: Client
-) -> None:
-    study = optuna.create_study(
-        storage=dasktune.DaskStorage(name="dash-axes"), study_name="axes",
-        sampler=optuna.samplers.RandomSampler(seed=1),
-    )
-    dasktune.optimize(study, mixed_space, n_trials=15)
-    doc = tuning_doc(cluster, "dash-axes", "axes")
-    layout = doc.layout()
-
-    def plot(name: str):
-        return layout.select_one({"name": f"param_plot:{name}"})
-
-    assert isinstance(plot("lr").x_scale, LogScale) and isinstance(plot("units").x_scale, LogScale)
-    assert isinstance(plot("dropout").x_scale, LinearScale)
-    assert isinstance(plot("kind").x_scale, CategoricalScale)
-    # The distribution's order, not the order trials happened to pick them in.
-    assert list(plot("kind").x_range.factors) == ["tanh", "relu", "gelu"]
-    json.dumps(json_item(layout))  # what the page embeds
-
-    sources = doc.update(0)["sources"]
-    complete = {t.number: t for t in study.trials if t.state.name == "COMPLETE"}
-    for name in ("lr", "units", "dropout", "kind"):
-        data = sources[f"param:{name}"]["data"]
-        assert sorted(data["number"]) == sorted(complete)
-        for number, x, value in zip(data["number"], data["x"], data["value"]):
-            assert x == complete[number].params[name] and value == complete[number].value
-
-
-def first_step_pruned(trial: optuna.Trial) -> float:
-    x = trial.suggest_float("x", 0, 1)
-    for step in range(3):
-        trial.report(x, step)  # a trial over 0.5 is over it from its first step
-        if trial.should_prune():
-            raise optuna.TrialPruned()
-    return x
-
-
-def test_trials_pruned_at_their_first_step_show_on_the_intermediate_values_plot(
-    cluster: LocalCluster, client: Client
-) -> None:
-    study = optuna.create_study(
-        storage=dasktune.DaskStorage(name="dash-pruned"), study_name="p",
-        sampler=optuna.samplers.RandomSampler(seed=2),
-        pruner=optuna.pruners.ThresholdPruner(upper=0.5),  # x > 0.5: pruned at step 0
-    )
-    dasktune.optimize(study, first_step_pruned, n_trials=20)
-    pruned = {t.number for t in study.trials if t.state.name == "PRUNED"}
-    assert pruned and all(list(study.trials[n].intermediate_values) == [0] for n in pruned)
-    doc = tuning_doc(cluster, "dash-pruned", "p")
-    layout = doc.layout()
-
-    ends = doc.update(0)["sources"]["curve_ends"]["data"]
-    shown = {n: (step, state) for n, step, state in zip(ends["number"], ends["step"], ends["state"])}
-    assert {n: shown[n] for n in pruned} == {n: (0, "PRUNED") for n in pruned}
-    assert len(shown) == len(study.trials)
-    # Each curve ends in a marker of that source (a one-point line draws nothing), and the
-    # markers carry a legend by state.
-    curves = layout.select_one({"name": "curves_plot"})
-    markers = [r for r in curves.renderers if r.data_source.name == "curve_ends"]
-    assert len(markers) == 1 and type(markers[0].glyph).__name__ == "Scatter"
-    (item,) = curves.legend[0].items
-    assert item.label.field == "state" and item.renderers == markers
-    timeline = layout.select_one({"name": "timeline_plot"})
-    assert timeline.legend[0].items[0].label.field == "state"
-
-
-def test_tables_show_parameters_as_columns_whole_states_and_short_workers(
-    cluster: LocalCluster, client: Client
-) -> None:
-    study = optuna.create_study(storage=dasktune.DaskStorage(name="dash-tables"), study_name="t")
-    run = dasktune.optimize(study, mixed_space, n_trials=6)
-    doc = tuning_doc(cluster, "dash-tables", "t")
-    table = doc.layout().select_one({"name": "latest_table"})
-    titles = {c.title: c for c in table.columns}
-    assert {"lr", "units", "dropout", "kind"} <= set(titles)
-    assert titles["state"].width >= 100  # "COMPLETE" fits
-    update = doc.update(0)
-    latest = update["sources"]["latest"]["data"]
-    assert latest["number"] == list(range(5, -1, -1))
-    assert latest["param:kind"] == [study.trials[n].params["kind"] for n in latest["number"]]
-    workers = {address.split("://", 1)[1] for address in cluster.scheduler.workers}
-    assert set(latest["worker"]) <= workers  # host:port, no tcp://
-    runs = update["sources"]["runs"]["data"]
-    assert runs["run"] == [run.run_id] and runs["finished"] == [6] and runs["n_trials"] == [6]
-    assert runs["outcome"] == ["finished"]
+def title(html: bytes) -> str:
+    text = html.decode()
+    return text[text.index("<title>") + len("<title>") : text.index("</title>")]
 
 
 def test_names_in_urls_are_decoded_once(cluster: LocalCluster, client: Client) -> None:
@@ -274,15 +180,47 @@ def test_names_in_urls_are_decoded_once(cluster: LocalCluster, client: Client) -
         study.add_trial(optuna.trial.create_trial(value=value))
     base = dashboard(cluster)
     assert get_json(study_url(base, "dash 50%/b", "x%41"))["best"]["value"] == 1.0
-    page = get(study_url(base, "dash 50%/b", "x%41", kind="study")).decode()
-    assert "<span id='study-name'>x%41</span>" in page
+    # Decoded twice, x%41 would be xA, which exists: the page would be xA's.
+    assert title(get(study_url(base, "dash 50%/b", "x%41", kind="study"))) == "Dask: Tuning: x%41"
     # The study list links each study to its own page.
-    table = get_json(f"{base}/tuning/page/studies")["sources"]["studies"]["data"]
+    table = studies_columns([s for s in tuning_state(cluster).studies() if s.storage == "dash 50%/b"])
     links = dict(zip(table["study"], table["study_url"]))
-    assert "<span id='study-name'>xA</span>" in get(f"{base}/{links['xA']}").decode()
-    assert "<span id='study-name'>x%41</span>" in get(f"{base}/{links['x%41']}").decode()
+    assert title(get(f"{base}/{links['xA']}")) == "Dask: Tuning: xA"
+    assert title(get(f"{base}/{links['x%41']}")) == "Dask: Tuning: x%41"
     mounted = f"{base}/tuning/optuna/{quote('dash 50%/b', safe='')}/api/studies"
     assert sorted(s["study_name"] for s in get_json(mounted)["study_summaries"]) == ["x%41", "xA"]
+
+
+def test_an_unnamed_storage_is_named_by_its_first_digits_while_they_are_unambiguous(
+    cluster: LocalCluster, client: Client
+) -> None:
+    storage = dasktune.DaskStorage()  # dasktune-storage-<32 hex digits>
+    study = optuna.create_study(storage=storage, study_name="u")
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    short = storage.name[: len("dasktune-storage-") + 8]
+    state, base = tuning_state(cluster), dashboard(cluster)
+
+    def row() -> dict:
+        table = studies_columns([s for s in state.studies() if s.storage == storage.name])
+        return {k: v[0] for k, v in table.items()}
+
+    line = row()
+    assert line["storage"] == short and line["study_url"] == f"tuning/study/{short}/u"
+    assert line["optuna_url"] == f"tuning/optuna/{short}/dashboard/studies/{compat.study_id(study)}"
+    assert title(get(f"{base}/{line['study_url']}")) == "Dask: Tuning: u"
+    summaries = get_json(f"{base}/tuning/optuna/{short}/api/studies")["study_summaries"]
+    assert [s["study_name"] for s in summaries] == ["u"]
+    # URLs with the whole name (printed before, by the CLI) stay valid.
+    assert title(get(study_url(base, storage.name, "u", kind="study"))) == "Dask: Tuning: u"
+
+    # A storage named like that short name: the short name is its, the unnamed one is linked
+    # by its whole name.
+    other = optuna.create_study(storage=dasktune.DaskStorage(name=short), study_name="u")
+    other.add_trial(optuna.trial.create_trial(value=2.0))
+    assert row()["storage"] == storage.name
+    assert row()["study_url"] == f"tuning/study/{storage.name}/u"
+    assert get_json(study_url(base, short, "u"))["best"]["value"] == 2.0
+    assert get_json(study_url(base, storage.name, "u"))["best"]["value"] == 1.0
 
 
 def request(url: str, method: str, body: dict | None = None) -> int:
@@ -297,7 +235,7 @@ def test_optuna_dashboard_writes_reach_every_client_through_the_storage_host(
     cluster: LocalCluster, client: Client
 ) -> None:
     study = optuna.create_study(storage=dasktune.DaskStorage(name="dash-writes"), study_name="w")
-    dasktune.optimize(study, mixed_space, n_trials=3)
+    dasktune.optimize(study, lambda t: t.suggest_float("x", 0, 1), n_trials=3)
     asked = study.ask()  # a human-in-the-loop trial, told in optuna-dashboard
     api = f"{dashboard(cluster)}/tuning/optuna/dash-writes/api"
     study_id, trial_id = compat.study_id(study), compat.trial_id(asked)
@@ -308,13 +246,17 @@ def test_optuna_dashboard_writes_reach_every_client_through_the_storage_host(
     told = {"state": "Complete", "values": [0.25]}
     assert request(f"{api}/trials/{trial_id}/tell", "POST", told) == 204
 
-    # Another client's replica, and the scheduler's own view, see every one of them.
+    # Another client's replica, and the scheduler's Tuning pages, see every one of them.
     other = optuna.load_study(study_name="w", storage=dasktune.DaskStorage(name="dash-writes"))
     assert optuna_dashboard.get_note(other) == "seen"
     assert other.trials[3].user_attrs == {"checked": "yes"}
     assert other.trials[3].state.name == "COMPLETE" and other.trials[3].value == 0.25
-    view = cluster.scheduler.plugins["dasktune-tuning"].state.study("dash-writes", "w")
-    assert view.rows[3]["state"] == "COMPLETE"
+    shown = tuning_state(cluster).study("dash-writes", "w")
+    assert shown.study.trials[3].state == TrialState.COMPLETE
+    # A write the scheduler refuses is raised in optuna-dashboard's thread with Optuna's type.
+    backend = tuning_state(cluster).storage("dash-writes")
+    with pytest.raises(UpdateFinishedTrialError):
+        backend.set_trial_state_values(trial_id, TrialState.COMPLETE, [0.5])
 
     assert request(f"{api}/studies/{study_id}", "DELETE", {}) == 204
     assert "w" not in optuna.get_all_study_names(dasktune.DaskStorage(name="dash-writes"))
@@ -335,14 +277,30 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, tmp_path: Path):
+def page(browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
-    page.on("console", lambda m: errors.append(f"{m.text} at {m.location['url']}") if m.type == "error" else None)
+    warnings: list[str] = []
+    page.on("console", lambda m: (errors if m.type == "error" else warnings).append(
+        f"{m.text} at {m.location['url']}") if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: errors.append(f"{e} {e.stack}"))
-    page.errors = errors
+    page.errors, page.warnings = errors, warnings
     yield page
     page.close()
+
+
+@pytest.fixture(scope="module")
+def threaded() -> Iterator[LocalCluster]:
+    """Two workers of four threads each, as a user's cluster: four trials at once on each."""
+    with LocalCluster(n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def threaded_client(threaded: LocalCluster) -> Iterator[Client]:
+    with Client(threaded, set_as_default=True) as client:
+        yield client
 
 
 def shoot(page, path: Path, readme: bool = False) -> None:
@@ -355,29 +313,83 @@ def shoot(page, path: Path, readme: bool = False) -> None:
         shutil.copy(path, Path(docs) / path.name)
 
 
-def source_sizes(page, names: list[str]) -> dict[str, int]:
-    """Rows in each named Bokeh source of the page."""
+def source(page, name: str) -> dict[str, list] | None:
+    """The columns of the page's Bokeh source ``name`` (None before the page has it)."""
     return page.evaluate(
-        """(names) => Object.fromEntries(names.map(n => [n,
-            Object.values(Bokeh.documents[0].get_model_by_name(n).data)[0].length]))""",
-        names,
+        """(name) => { const d = window.Bokeh && Bokeh.documents[0];
+            const s = d && d.get_model_by_name(name);
+            return s ? Object.fromEntries(Object.entries(s.data).map(([k, v]) => [k, Array.from(v)])) : null; }""",
+        name,
     )
+
+
+def shown_trials(page) -> int:
+    data = source(page, "timeline")
+    return -1 if data is None else len(data["number"])
+
+
+def count(page, state: str) -> int:
+    """The page's count of trials in ``state``."""
+    return int(page.locator(f"#count-{state}").inner_text())
+
+
+def study_row(page, name: str):
+    """The row of study ``name`` in the Tuning page's list of studies."""
+    return page.locator(".slick-row", has=page.locator(f"a:text-is('{name}')"))
+
+
+def run_cells(page) -> dict[str, str]:
+    """The one run in the study page's table of runs: its cells by their titles."""
+    rows = page.locator("table.runs tr")
+    assert rows.count() == 2  # the titles, and the run
+    return dict(zip(rows.nth(0).locator("th").all_inner_texts(), rows.nth(1).locator("td").all_inner_texts()))
 
 
 def plotly_data(page, element_id: str):
     """The traces optuna-dashboard drew into the Plotly element ``element_id`` (or None)."""
     return page.evaluate(
         """(id) => { const e = document.getElementById(id);
-            return e && e.data ? e.data.map(t => ({type: t.type, y: t.y ? Array.from(t.y) : null,
+            return e && e.data ? e.data.map(t => ({name: t.name, type: t.type,
+              x: t.x ? Array.from(t.x) : null, y: t.y ? Array.from(t.y) : null,
               dimensions: t.dimensions ? t.dimensions.map(d => [d.label, d.values.length]) : null}))
             : null; }""",
         element_id,
     )
 
 
-def browsed_objective(trial: optuna.Trial) -> float:
+def lanes(data: dict[str, list]) -> dict[str, int]:
+    """Lanes used by each worker on the timeline, checking that no two bars of a lane
+    overlap: a worker's trials that ran at once are in lanes of their own."""
+    bars: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for lane, start, end in zip(data["lane"], data["start"], data["end"]):
+        bars.setdefault(tuple(lane), []).append((start, end))
+    for lane, spans in bars.items():
+        spans.sort()
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            assert start >= end, f"two trials overlap in lane {lane}"
+    used: dict[str, int] = {}
+    for worker, _ in bars:
+        used[worker] = used.get(worker, 0) + 1
+    return used
+
+
+def most_at_once(data: dict[str, list], worker: str) -> int:
+    """The most trials ``worker`` ran at once, by the timeline's starts and ends."""
+    events = sorted(
+        (t, step) for w, start, end in zip(data["worker"], data["start"], data["end"]) if w == worker
+        for t, step in ((start, 1), (end, -1))
+    )  # at a tie an end comes first: a trial that starts as another ends does not overlap it
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def objective(trial: optuna.Trial) -> float:
     x = trial.suggest_float("x", 1e-3, 10, log=True)
     kind = trial.suggest_categorical("kind", ["b", "a"])
+    time.sleep(0.05 + 0.1 * (trial.number % 3))  # trials of different lengths overlap
     for step in range(3):
         trial.report(x + step, step)
         if trial.should_prune():
@@ -385,35 +397,48 @@ def browsed_objective(trial: optuna.Trial) -> float:
     return x + (kind == "a")
 
 
-def slow_browsed_objective(trial: optuna.Trial) -> float:
+def slow_objective(trial: optuna.Trial) -> float:
     time.sleep(0.4)
-    return browsed_objective(trial)
+    return objective(trial)
 
 
-def check_study_page(page, study: optuna.Study) -> None:
-    """The study page's figures hold every trial of the (finished) study."""
-    trials = study.trials
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    wait_for(lambda: int(page.locator("#count-COMPLETE").inner_text()) == len(complete),
-             timeout=30, message="the final count")
-    with_values = [t for t in trials if t.intermediate_values]
-    names = ["history", "timeline", "curves", "curve_ends", "param:x", "param:kind", "latest", "top", "runs"]
-    assert source_sizes(page, names) == {
-        "history": len(complete), "timeline": len(trials), "curves": len(with_values),
-        "curve_ends": len(with_values), "param:x": len(complete), "param:kind": len(complete),
-        "latest": min(len(trials), 20), "top": min(len(complete), 20), "runs": 1,
-    }
-    # Whole words in the tables' cells (a clipped cell would scroll).
-    clipped = page.evaluate(
-        """() => Array.from(document.querySelectorAll('.slick-cell'))
-            .filter(c => c.textContent === 'COMPLETE' && c.scrollWidth > c.clientWidth).length"""
-    )
-    assert clipped == 0
+#: The optuna-dashboard views linked from the Tuning pages, and the Plotly element each draws.
+OPTUNA_VIEWS = {"history": ("", "plot-history"), "analytics": ("/analytics", "plot-slice"),
+                "table": ("/smartSelection", "plot-parallel-coordinate")}
+
+
+def check_optuna_view(page, link: str, study: optuna.Study, finished: bool) -> None:
+    """optuna-dashboard's view ``link`` of ``study``, as a user had it on the Tuning page
+    before: history with the best so far and intermediate values, the slice plot, the
+    trials' table."""
+    path, element = OPTUNA_VIEWS[link]
+    page.wait_for_url(f"**/tuning/optuna/dash-browser/dashboard/studies/{compat.study_id(study)}{path}")
+    traces = wait_for(lambda: plotly_data(page, element), timeout=60, message=f"optuna-dashboard's {element}")
+    # The objective values of the trials it shows (a pruned trial's is its last intermediate one).
+    values = sorted(t.values[0] for t in study.trials if t.state.is_finished() and t.values)
+    if link == "history":
+        names = {t["name"].split(" of ")[0]: t for t in traces}  # "Best Value of <study>"
+        assert "Best Value" in names
+        assert plotly_data(page, "graph-intermediate-values") is not None
+        if finished:
+            assert sorted(names["Objective 0"]["y"]) == values
+    elif link == "analytics" and finished:  # the slice plot
+        assert sorted(y for t in traces for y in t["y"]) == values
+    elif link == "table":
+        rows = page.locator("tbody tr")
+        finished_trials = [t for t in study.trials if t.state.is_finished()]
+        if finished:
+            assert dict(traces[0]["dimensions"]) == {"Objective 0": len(finished_trials), "kind": len(finished_trials),
+                                                     "x": len(finished_trials)}
+            wait_for(lambda: rows.count() == len(study.trials), message="a row per trial")
+        else:
+            wait_for(lambda: rows.count() >= 3, message="rows of the trials' table")
+        assert rows.nth(0).locator("td").nth(0).inner_text() == "0"
 
 
 @pytest.mark.parametrize("when", ["finished", "live"])
-def test_from_the_dask_dashboard_to_optuna_dashboard(
-    cluster: LocalCluster, client: Client, page, tmp_path: Path, when: str
+def test_every_view_is_one_click_from_the_tuning_page(
+    threaded: LocalCluster, threaded_client: Client, page, tmp_path: Path, when: str
 ) -> None:
     name = f"study-{when}"
     storage = dasktune.DaskStorage(name="dash-browser")
@@ -423,74 +448,64 @@ def test_from_the_dask_dashboard_to_optuna_dashboard(
     )
     run = None
     if when == "finished":
-        dasktune.optimize(study, browsed_objective, n_trials=30)
+        dasktune.optimize(study, objective, n_trials=40)
     else:
-        run = dasktune.optimize(study, slow_browsed_objective, n_trials=100, detach=True)
-        wait_for(lambda: len(study.get_trials(states=[TrialState.COMPLETE])) >= 3,
-                 message="a few finished trials")
+        run = dasktune.optimize(study, slow_objective, n_trials=200, detach=True)
+        wait_for(lambda: len(study.get_trials(states=[TrialState.COMPLETE])) >= 3, message="a few finished trials")
     # An objective may return inf, which JSON has no literal for.
     infinite = optuna.create_study(storage=storage, study_name=f"infinite-{when}")
     infinite.add_trial(optuna.trial.create_trial(value=float("inf"), intermediate_values={0: float("nan")}))
-    base = dashboard(cluster)
+    base = dashboard(threaded)
 
     # The Dask dashboard -> "Tuning" in its navigation bar -> the study list.
     page.goto(f"{base}/status")
     page.locator(".navbar a[href='tuning']").click()
     page.wait_for_url("**/tuning")
-    link = page.locator(f".bk-DataTable a:text-is('{name}')")
-    link.wait_for()
-    assert page.evaluate(
-        """(name) => { const d = Bokeh.documents[0].get_model_by_name('studies').data;
-            return d.best[Array.from(d.study).indexOf(name)] === Infinity; }""",
-        f"infinite-{when}",
-    )
+    study_row(page, name).wait_for()
+    studies = source(page, "studies")
+    assert studies["best"][studies["study"].index(f"infinite-{when}")] == math.inf
     shoot(page, tmp_path / f"tuning-index-{when}.png")
 
-    # -> the study's page, which follows a live run by itself.
-    link.click()
-    study_page = page.url
-    assert study_page.endswith(f"/tuning/study/dash-browser/{name}")
-    wait_for(lambda: page.evaluate("() => Number(document.body.dataset.updates || 0)") > 0,
-             message="the first update")
+    # -> each optuna-dashboard view of the study, one click from the list.
+    for link in OPTUNA_VIEWS:
+        study_row(page, name).locator(f"a:text-is('{link}')").click()
+        check_optuna_view(page, link, study, finished=run is None)
+        page.go_back()
+        study_row(page, name).wait_for()
+
+    # -> the study's page: trials per worker, in lanes; the runs; live by itself.
+    study_row(page, name).locator(f"a:text-is('{name}')").click()
+    page.wait_for_url(f"**/tuning/study/dash-browser/{name}")
+    wait_for(lambda: shown_trials(page) > 0, message="the trials per worker")
     if run is None:
-        check_study_page(page, study)
+        trials = study.trials
+        wait_for(lambda: shown_trials(page) == len(trials), message="every trial on the timeline")
+        assert count(page, "COMPLETE") == len([t for t in trials if t.state == TrialState.COMPLETE])
+        assert count(page, "PRUNED") == len([t for t in trials if t.state == TrialState.PRUNED]) > 0
+        data = source(page, "timeline")
+        used = lanes(data)
+        assert set(used) == {a.split("://")[1] for a in threaded.scheduler.workers}  # host:port
+        assert all(used[w] == most_at_once(data, w) for w in used) and max(used.values()) > 1
+        assert run_cells(page) == {**run_cells(page), "claimed": "40", "finished": "40", "outcome": "finished"}
         shoot(page, tmp_path / "tuning-study.png", readme=True)
     else:
-        shown = int(page.locator("#count-COMPLETE").inner_text())
-        wait_for(lambda: int(page.locator("#count-COMPLETE").inner_text()) > shown, timeout=60,
-                 message="the page to update by itself")
-        assert page.locator("#count-RUNNING").inner_text() != "0"
+        shown = count(page, "COMPLETE")
+        wait_for(lambda: count(page, "COMPLETE") > shown, timeout=60, message="the page to update by itself")
+        assert count(page, "RUNNING") > 0
+        running = [i for i, s in enumerate(source(page, "timeline")["state"]) if s == "RUNNING"]
+        end = source(page, "timeline")["end"][running[0]]
+        wait_for(lambda: source(page, "timeline")["end"][running[0]] > end, message="a running trial's bar to grow")
+        lanes(source(page, "timeline"))
+        assert run_cells(page)["outcome"] == "running" and run_cells(page)["n_trials"] == "200"
         shoot(page, tmp_path / "tuning-study-running.png")
+    study_page = page.url
 
-    # -> optuna-dashboard's view of the same study, read from the scheduler's storage.
-    page.locator("#optuna-link").click()
-    page.wait_for_url(f"**/tuning/optuna/dash-browser/dashboard/studies/{compat.study_id(study)}")
-    importances = wait_for(lambda: plotly_data(page, "graph-hyperparameter-importances"), timeout=60,
-                           message="the importances plot")
-    assert sorted(importances[0]["y"]) == ["kind", "x"]
+    # -> optuna-dashboard from the study page too, and its way back to the Tuning page.
+    page.locator("a.optuna:text-is('history')").click()
+    check_optuna_view(page, "history", study, finished=run is None)
     shoot(page, tmp_path / f"optuna-dashboard-{when}.png")
     if run is None:
         shoot(page, tmp_path / "optuna-dashboard.png", readme=True)
-
-    page.locator("a[href$='/smartSelection']").click()
-    parallel = wait_for(lambda: plotly_data(page, "plot-parallel-coordinate"), timeout=60,
-                        message="the parallel coordinate plot")
-    dimensions = dict(parallel[0]["dimensions"])
-    rows = page.locator("tbody tr")
-    finished = [t for t in study.trials if t.state.is_finished()]
-    if run is None:
-        assert dimensions == {"Objective 0": len(finished), "kind": len(finished), "x": len(finished)}
-        wait_for(lambda: rows.count() == len(study.trials), message="a row per trial")
-    else:  # what it had read by then; a trial just started has no parameters yet, and
-        # optuna-dashboard then draws only the parameters every trial has
-        assert "Objective 0" in dimensions and set(dimensions) <= {"Objective 0", "kind", "x"}
-        assert 3 <= dimensions["Objective 0"] <= len(finished)
-        wait_for(lambda: rows.count() >= 3, message="rows of the trial table")
-    assert rows.nth(0).locator("td").nth(0).inner_text() == "0"
-    assert rows.nth(0).locator("td").nth(1).inner_text() in ("Complete", "Pruned")
-    shoot(page, tmp_path / f"optuna-trials-{when}.png")
-    assert not page.errors, page.errors
-
     # A note written there is every client's.
     page.locator("a[href$='/note']").click()
     page.locator("button:has(svg[data-testid=EditIcon])").click()
@@ -499,20 +514,90 @@ def test_from_the_dask_dashboard_to_optuna_dashboard(
     other = dasktune.DaskStorage(name="dash-browser")
     wait_for(lambda: optuna_dashboard.get_note(optuna.load_study(study_name=name, storage=other))
              == f"checked in the {when} dashboard", message="the note, read by another client")
-    # optuna-dashboard 0.21's script reads a JSON body from the 204 its own server answers
-    # a saved note with, and fails on it, served alone as here (the note is saved).
-    assert all("reading 'status'" in e for e in page.errors), page.errors
+    assert page.locator("#dasktune-nav a:text-is('Dask')").evaluate("a => a.href") == f"{base}/status"
+    page.locator("#dasktune-nav a:text-is('← Tuning')").click()
+    page.wait_for_url("**/tuning")
+    study_row(page, name).wait_for()
 
     if run is not None:  # the run ends; its page then shows every trial
         run.wait()
         page.goto(study_page)
-        check_study_page(page, study)
+        wait_for(lambda: shown_trials(page) == len(study.trials), message="every trial on the timeline")
+        lanes(source(page, "timeline"))
+        wait_for(lambda: run_cells(page)["outcome"] == "finished", message="the run's end on its page")
         shoot(page, tmp_path / "tuning-study-live-finished.png")
+    assert not [w for w in page.warnings if "initial ranges" in w], page.warnings
+    # optuna-dashboard 0.21's script reads a JSON body from the 204 its own server answers
+    # a saved note with, and fails on it, served alone as here (the note is saved).
+    assert all("reading 'status'" in e for e in page.errors), page.errors
 
 
-def test_a_10000_trial_study_renders_and_updates_by_small_deltas(
-    cluster: LocalCluster, client: Client, page, tmp_path: Path
+def test_a_workers_concurrent_trials_each_get_a_lane_of_their_own(
+    threaded: LocalCluster, threaded_client: Client, page
 ) -> None:
+    study = optuna.create_study(storage=dasktune.DaskStorage(name="dash-lanes"), study_name="lanes")
+    url = study_url(dashboard(threaded), "dash-lanes", "lanes", kind="study")
+    page.goto(url)
+    page.locator("p:has-text('No trial has started yet')").wait_for()  # no figure without data
+    dasktune.optimize(study, objective, n_trials=24)
+    wait_for(lambda: shown_trials(page) == 24 and count(page, "RUNNING") == 0, message="every trial, ended")
+    workers = {address.split("://")[1] for address in threaded.scheduler.workers}  # host:port
+    used = lanes(source(page, "timeline"))  # as they came, live: no two trials of a lane overlap
+    assert set(used) == workers and max(used.values()) > 1
+    page.goto(url)  # all at once: as few lanes as a worker ran trials at once
+    wait_for(lambda: shown_trials(page) == 24, message="every trial")
+    data = source(page, "timeline")
+    assert lanes(data) == {worker: most_at_once(data, worker) for worker in workers}
+    assert not page.errors, page.errors
+    assert not [w for w in page.warnings if "initial ranges" in w], page.warnings
+
+
+def failing(trial: optuna.Trial) -> float:
+    if trial.number == 3:
+        raise ValueError("the learning rate 0.3 made the loss diverge at step 12: lower it, or clip the gradients")
+    return trial.suggest_float("x", 0, 1)
+
+
+def test_the_pages_cut_off_no_name_and_no_reason(cluster: LocalCluster, client: Client, page) -> None:
+    storage = dasktune.DaskStorage()  # an unnamed storage
+    study = optuna.create_study(storage=storage, study_name="diverged")
+    with pytest.raises(ValueError, match="diverge"):
+        dasktune.optimize(study, failing, n_trials=6)
+    page.set_viewport_size({"width": 1280, "height": 800})  # a laptop's
+    base = dashboard(cluster)
+    page.goto(f"{base}/tuning")
+    short = storage.name[: len("dasktune-storage-") + 8]
+    cell = study_row(page, "diverged").locator(".slick-cell", has_text=short)
+    cell.wait_for()
+    assert cell.inner_text() == short and cell.evaluate("c => c.scrollWidth <= c.clientWidth")  # all of it
+    study_row(page, "diverged").locator("a:text-is('diverged')").click()
+    reason = page.locator("table.runs td:has-text('ValueError in a trial')")
+    reason.wait_for()
+    assert "clip the gradients" in reason.inner_text()
+    assert reason.evaluate("c => c.scrollWidth <= c.clientWidth && c.getBoundingClientRect().right <= innerWidth")
+    assert "failed" in page.locator("table.runs").inner_text()
+
+
+def test_a_deleted_studys_page_is_in_the_frame_with_a_way_back(cluster: LocalCluster, client: Client, page) -> None:
+    storage = dasktune.DaskStorage(name="dash-deleted")
+    study = optuna.create_study(storage=storage, study_name="gone")
+    dasktune.optimize(study, lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    base = dashboard(cluster)
+
+    page.goto(study_url(base, "dash-deleted", "never", kind="study"))
+    page.locator("h2:has-text(\"No study 'never'\")").wait_for()
+    assert page.locator(".navbar a[href='tuning']").count() == 1  # the dashboard's frame
+
+    page.goto(study_url(base, "dash-deleted", "gone", kind="study"))
+    wait_for(lambda: shown_trials(page) == 3, message="the study's trials")
+    optuna.delete_study(study_name="gone", storage=storage)
+    page.locator("h2:has-text(\"No study 'gone'\")").wait_for()  # the open page says so by itself
+    page.locator("#all-studies").click()
+    page.wait_for_url("**/tuning")
+    assert not page.errors, page.errors
+
+
+def test_a_10000_trial_study_renders_and_updates_by_small_deltas(cluster: LocalCluster, client: Client, page) -> None:
     seed = optuna.create_study(study_name="big", sampler=optuna.samplers.RandomSampler(seed=0))
     seed.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=10_000)
     storage = dasktune.DaskStorage(compat.study_storage(seed), name="dash-big")  # copied over
@@ -522,19 +607,18 @@ def test_a_10000_trial_study_renders_and_updates_by_small_deltas(
     full = get(url)
     cursor = json.loads(full)["cursor"]
 
+    frames: list[int] = []  # sizes of what the page's websocket received, in order
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(len(payload))))
     page.goto(study_url(base, "dash-big", "big", kind="study"))
-    wait_for(lambda: page.locator("#count-COMPLETE").inner_text() == "10000", timeout=60,
-             message="10,000 trials on the page")
+    wait_for(lambda: shown_trials(page) == 10_000, timeout=60, message="10,000 trials on the page")
+    assert count(page, "COMPLETE") == 10_000
+    loaded, document = len(frames), max(frames)
     dasktune.optimize(study, lambda t: t.suggest_float("x", 0, 1), n_trials=5)
     delta = get(url + f"?since={cursor}")
     assert sorted(t["number"] for t in json.loads(delta)["trials"]) == list(range(10_000, 10_005))
     assert len(delta) * 500 < len(full), (len(delta), len(full))  # what changed, not the study
-    page_cursor = json.loads(get(study_url(base, "dash-big", "big", kind="page/study")))["cursor"]
-    dasktune.optimize(study, lambda t: t.suggest_float("x", 0, 1), n_trials=5)
-    page_delta = get(study_url(base, "dash-big", "big", kind="page/study") + f"?since={page_cursor}")
-    assert len(page_delta) < 20_000, len(page_delta)  # the page too gets what changed
-    wait_for(lambda: page.locator("#count-COMPLETE").inner_text() == "10010", timeout=30,
+    wait_for(lambda: shown_trials(page) == 10_005 and count(page, "COMPLETE") == 10_005, timeout=30,
              message="the new trials on the page")
-    assert source_sizes(page, ["history", "timeline"]) == {"history": 10_010, "timeline": 10_010}
-    page.screenshot(path=str(tmp_path / "big-study.png"))
+    assert len(frames) > loaded and max(frames[loaded:]) * 100 < document, (frames[loaded:], document)
     assert not page.errors, page.errors
+    assert not [w for w in page.warnings if "initial ranges" in w], page.warnings

@@ -172,7 +172,12 @@ def test_study_survives_a_killed_scheduler(durable_url: str, tmp_path: Path) -> 
 
             thread = threading.Thread(target=optimize)
             thread.start()
-            wait_for(lambda: len(reported) >= 3, timeout=60, message="three trials")
+            wait_for(
+                lambda: len(reported) >= 3
+                and any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)),
+                timeout=60,
+                message="three trials, and one running",
+            )
             cluster.kill(cluster.scheduler)  # SIGKILL mid-optimization
             cluster.close()
             thread.join(timeout=60)

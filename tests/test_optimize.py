@@ -91,6 +91,42 @@ def test_objective_error_is_raised_with_its_type_and_fails_the_trial(client: Cli
     assert len(study.trials) < 10, "the run stops at the error"
 
 
+def raised_from(trial: optuna.Trial) -> float:
+    trial.suggest_float("x", 0, 1)
+    try:
+        {}["missing"]
+    except KeyError as e:
+        raise ValueError("no value") from e
+    return 0.0
+
+
+class Unsendable(Exception):
+    def __init__(self) -> None:
+        super().__init__("it holds what cannot be pickled")
+        self.rows = (row for row in ())
+
+
+def raises_unsendable(trial: optuna.Trial) -> float:
+    trial.suggest_float("x", 0, 1)
+    raise Unsendable()
+
+
+def test_objective_error_reaches_the_caller_with_its_cause_and_traceback(client: Client) -> None:
+    # The runner returns the error (a worker logs every error a task raises); it is
+    # pickled for the caller with its traceback and what it was raised from.
+    with pytest.raises(ValueError, match="no value") as info:
+        dasktune.optimize(new_study(), raised_from, n_trials=4)
+    assert isinstance(info.value.__cause__, KeyError)
+    assert "raised_from" in "".join(__import__("traceback").format_tb(info.tb))
+
+
+def test_an_objective_error_that_cannot_be_pickled_reaches_the_caller_as_its_repr(client: Client) -> None:
+    with pytest.raises(Exception, match=r"Unsendable\('it holds what cannot be pickled'\), which could "
+                       r"not be sent from the worker") as info:
+        dasktune.optimize(new_study(), raises_unsendable, n_trials=4)
+    assert "in raises_unsendable" in str(info.value)  # where it was raised
+
+
 def test_caught_errors_fail_trials_and_optimization_goes_on(client: Client) -> None:
     study = new_study()
 

@@ -254,7 +254,7 @@ def test_any_optuna_sampler_and_the_default(client: Client) -> None:
                         search_alg=optuna.samplers.QMCSampler(seed=0))
     assert isinstance(analysis.study.sampler, optuna.samplers.QMCSampler)
     default = tune.run(positive_x, {"x": tune.uniform(0, 1)}, num_samples=2, verbose=0)
-    assert isinstance(default.study.sampler, optuna.samplers.TPESampler)
+    assert isinstance(default.study.sampler, dasktune.ParallelSampler)
 
 
 def test_report_outside_a_trial_says_where_to_call_it() -> None:

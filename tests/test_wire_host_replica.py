@@ -4,6 +4,7 @@ and the client-side replica."""
 from __future__ import annotations
 
 import math
+import time
 
 import msgpack
 import optuna
@@ -15,6 +16,8 @@ from optuna.trial import create_trial
 from optuna.trial import TrialState
 import pytest
 
+from dasktune.storage import changelog
+from dasktune.storage import requests
 from dasktune.storage import wire
 from dasktune.storage.host import StorageHost
 from dasktune.storage.replica import Replica
@@ -180,3 +183,31 @@ def test_replica_local_writes_do_not_change_trials_handed_out() -> None:
     assert after.params == {"x": 0.25}
     assert after.intermediate_values == {3: 1.5}
     assert after.user_attrs == {"k": "v"}
+
+
+def test_a_process_keeps_the_answers_to_its_last_writes_and_an_idle_one_none() -> None:
+    answers = requests.Answers()
+    for n in range(requests.PER_PREFIX + 10):
+        answers.keep(f"busy-{n}", n)
+    answers.keep("idle-0", "x")
+    assert answers.find("busy-0") is requests.MISSING  # beyond the last PER_PREFIX
+    assert answers.find(f"busy-{requests.PER_PREFIX + 9}") == requests.PER_PREFIX + 9
+    assert len(answers) == requests.PER_PREFIX + 1
+    answers.expire(now=time.monotonic() + requests.IDLE_SECONDS + 1)
+    assert len(answers) == 0 and answers.find("idle-0") is requests.MISSING
+
+
+@pytest.mark.parametrize("writes_per_trial", [1, 3, 100])
+def test_a_compacted_change_log_stays_small_and_answers_every_cursor_exactly(
+    writes_per_trial: int,
+) -> None:
+    log, history = changelog.ChangeLog(), []
+    for trial in range(200):
+        for _ in range(writes_per_trial):
+            log.append(trial)
+            history.append(trial)
+        assert len(log) <= 2 * (trial + 1 + changelog._SLACK)  # bounded by its trials
+    # Every cursor ever handed out still reads exactly the trials written since it.
+    for cursor in range(0, len(history) + 1, 37):
+        assert set(log.since(cursor)) == set(history[cursor:])
+    assert log.ids() == list(range(200)) and log.end == len(history)

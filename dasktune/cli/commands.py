@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections import Counter
 from collections.abc import Callable
 import json
 import logging
-import math
 import sys
 from typing import Any
 import warnings
@@ -18,11 +16,12 @@ import warnings
 from distributed import Client
 import optuna
 from optuna.trial import FrozenTrial
-from optuna.trial import TrialState
 
 import dasktune
 from dasktune import compat
+from dasktune.cli import render
 from dasktune.cli.connect import CommandError
+from dasktune.cli.connect import check_storage_url
 from dasktune.cli.connect import connect
 from dasktune.cli.connect import find_study
 from dasktune.cli.connect import local_cluster
@@ -35,15 +34,16 @@ from dasktune.cli.export import export
 from dasktune.cli.objective import load_objective
 from dasktune.cli.parser import PRUNERS
 from dasktune.cli.parser import SAMPLERS
+from dasktune.storage import wire
 from dasktune.storage.protocol import scheduler_rpc
 from dasktune.submit.runner import dask_storage
-
-_STATES = [s.name for s in TrialState]
 
 
 def execute(args: argparse.Namespace) -> int:
     """Run the command ``args`` names; its exit code."""
     _quiet(args.verbose)
+    if getattr(args, "storage", None) is not None:
+        check_storage_url(args)
     return COMMANDS[args.command](args)
 
 
@@ -72,7 +72,7 @@ def demo(args: argparse.Namespace) -> int:
             client = stack.enter_context(Client(cluster))
         # The CLI's default storage, so that `dasktune show dasktune-demo` finds the study.
         storage = dasktune.DaskStorage(name=storage_name(None, None), client=client)
-        study = optuna.create_study(storage=storage, study_name=DEMO_STUDY, load_if_exists=True)
+        study = dasktune.create_study(storage=storage, study_name=DEMO_STUDY, load_if_exists=True)
         tuning = tuning_url(client)
         if tuning is None:
             print(f"The scheduler at {scheduler_rpc(client).address} serves no dashboard.")
@@ -110,7 +110,9 @@ def _params(params: dict[str, Any]) -> str:
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler ``--sampler name`` stands for, seeded with ``--seed``."""
+    """The sampler ``--sampler name`` stands for, seeded with ``--seed``."""
+    if name == "parallel":
+        return dasktune.ParallelSampler(seed=seed)
     sampler: optuna.samplers.BaseSampler = getattr(optuna.samplers, SAMPLERS[name])(seed=seed)
     return sampler
 
@@ -168,40 +170,44 @@ def studies(args: argparse.Namespace) -> int:
     with connect(args) as client:
         rows = []
         for storage in storages(client, args):
-            for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-                study = optuna.load_study(study_name=summary.study_name, storage=storage)
-                counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+            # One request brings every study and its trials; the reads below answer from it.
+            for frozen in storage.get_all_studies():
+                study = optuna.Study(study_name=frozen.study_name, storage=storage)
                 rows.append(
                     {
-                        "study": summary.study_name,
+                        "study": study.study_name,
                         "storage": storage.name,
-                        "directions": ",".join(d.name.lower() for d in summary.directions),
-                        **{state: counts.get(state, 0) for state in _STATES},
+                        "directions": ",".join(d.name.lower() for d in study.directions),
+                        **render.counts(study.get_trials(deepcopy=False)),
                         "best": _best_values(study),
                     }
                 )
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
-        _print_table(rows)
+        for row in rows:
+            if isinstance(row["best"], list):  # several objectives: `best` prints the front
+                row["best"] = f"{len(row['best'])} on the Pareto front"
+        print(render.table(rows))
     else:
         print("No studies.")
     return 0
 
 
 def show(args: argparse.Namespace) -> int:
-    """Describe one study: counts, best trial, runs and its latest trials."""
+    """Describe one study: counts, best trials, runs and its latest trials."""
     with connect(args) as client:
         study = find_study(client, args)
         trials = study.get_trials(deepcopy=False)
-        counts = Counter(t.state.name for t in trials)
         storage = dask_storage(study)
         runs = storage.find_runs(compat.study_id(study))
+        best_trials = _best_trials(study)
+        columns = render.value_columns(len(study.directions), study.metric_names)
         info = {
             "study": study.study_name,
             "storage": storage.name,
             "directions": [d.name.lower() for d in study.directions],
-            "trials": {state: counts.get(state, 0) for state in _STATES},
+            "trials": render.counts(trials),
             "best": _best_values(study),
             "user_attrs": study.user_attrs,
             "runs": runs,
@@ -212,19 +218,20 @@ def show(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, default=str))
         return 0
     print(f"Study {info['study']!r} (storage {info['storage']!r}, {', '.join(info['directions'])})")
-    print("Trials: " + ", ".join(f"{n} {s}" for s, n in info["trials"].items() if n))
-    print(f"Best: {info['best']}")
+    print(render.counts_line(info["trials"]))
     if info["url"] is not None:
         print(f"Page: {info['url']}")
-    for r in runs:
-        state = r["outcome"] if r["done"] else "running"
-        print(
-            f"Run {r['run_id']}: {state}, {r['finished']}/{r['n_trials'] or '∞'} finished, "
-            f"{r['running']} running" + (f", ended: {r['end_reason']}" if r["end_reason"] else "")
-        )
-    if info["latest_trials"]:
-        print(f"Latest {len(info['latest_trials'])} trials:")
-        _print_table(info["latest_trials"])
+    for run in runs:
+        print(render.run_line(run))
+    if len(study.directions) == 1 and best_trials:
+        print(render.best_line(best_trials[0]))
+    elif best_trials:
+        print(f"Best trials: the {len(best_trials)} on the Pareto front")
+        print(render.table([render.trial_row(t, columns, state=False) for t in best_trials]))
+    if trials:
+        latest = trials[-args.limit :]
+        print(f"Latest {len(latest)} trials:")
+        print(render.table([render.trial_row(t, columns) for t in latest]))
     return 0
 
 
@@ -232,15 +239,15 @@ def best(args: argparse.Namespace) -> int:
     """Print a study's best trial (all Pareto-optimal ones for several objectives)."""
     with connect(args) as client:
         study = find_study(client, args)
-        best_trials = study.best_trials
+        best_trials = _best_trials(study)
         if not best_trials:
             raise CommandError(f"study {args.study!r} has no completed trial yet.")
-        rows = [_trial_row(t) for t in best_trials]
+        columns = render.value_columns(len(study.directions), study.metric_names)
     if args.json:
+        rows = [_trial_row(t) for t in best_trials]
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2, default=str))
     else:
-        for row in rows:
-            print(f"Trial #{row['number']}: value {row['value']} with {row['params']}")
+        print(render.table([render.trial_row(t, columns, state=False) for t in best_trials]))
     return 0
 
 
@@ -248,9 +255,13 @@ def cancel(args: argparse.Namespace) -> int:
     """Cancel the live runs of a study."""
     with connect(args) as client:
         study = find_study(client, args)
-        cancelled = _cancel_runs(study, "cancelled from the command line")
-    if not cancelled:
-        print(f"Study {args.study!r} has no live run.")
+        ended = _cancel_runs(study, "cancelled from the command line")
+        if not ended:
+            print(f"Study {args.study!r} has no live run.")
+            return 0
+        for status in ended:  # as `show` prints them, so that the numbers agree
+            print(render.run_line(status))
+        print(render.counts_line(render.counts(study.get_trials(deepcopy=False))))
     return 0
 
 
@@ -275,34 +286,39 @@ def delete(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cancel_runs(study: optuna.Study, reason: str) -> list[str]:
-    """Cancel every live run of ``study``, saying so; the ids of those cancelled."""
+def _cancel_runs(study: optuna.Study, reason: str) -> list[wire.RunStatus]:
+    """Cancel every live run of ``study``, saying so; how each ended."""
     storage = dask_storage(study)
-    live = [r for r in storage.find_runs(compat.study_id(study)) if not r["done"]]
-    for run in live:
-        status = storage.end_run(run["run_id"], "cancelled", reason)
-        # `finished` counts FAIL trials too: those the cancel ended are the difference.
-        print(
-            f"Cancelled run {run['run_id']} of study {study.study_name!r}: {run['finished']} "
-            f"trials had finished; {status['finished'] - run['finished']} running ones FAIL."
-        )
-    return [run["run_id"] for run in live]
+    ended = []
+    for run in storage.find_runs(compat.study_id(study)):
+        if not run["done"]:
+            ended.append(storage.end_run(run["run_id"], "cancelled", reason))
+            print(f"Cancelled run {run['run_id']} of study {study.study_name!r}: the trials it was running FAIL.")
+    return ended
 
 
 def _print_best(study: optuna.Study) -> None:
-    best = _best_values(study)
-    if best is None:
+    best_trials = _best_trials(study)
+    if not best_trials:
         print("No trial completed.")
-        return
-    for trial in study.best_trials:
-        print(f"Best trial #{trial.number}: value {_values(trial)} with {trial.params}")
+    elif len(study.directions) == 1:
+        print(render.best_line(best_trials[0]))
+    else:
+        print(f"Best trials: the {len(best_trials)} on the Pareto front")
+        columns = render.value_columns(len(study.directions), study.metric_names)
+        print(render.table([render.trial_row(t, columns, state=False) for t in best_trials]))
+
+
+def _best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The best trial, or the Pareto front of several objectives; none before one completes."""
+    try:
+        return [study.best_trial] if len(study.directions) == 1 else study.best_trials
+    except ValueError:  # no (feasible) trial completed yet
+        return []
 
 
 def _best_values(study: optuna.Study) -> Any:
-    try:
-        trials = study.best_trials
-    except ValueError:
-        return None
+    trials = _best_trials(study)
     if not trials:
         return None
     if len(study.directions) == 1:
@@ -317,6 +333,7 @@ def _values(trial: FrozenTrial) -> Any:
 
 
 def _trial_row(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial for ``--json``."""
     duration = trial.duration.total_seconds() if trial.duration is not None else None
     return {
         "number": trial.number,
@@ -325,20 +342,6 @@ def _trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "params": trial.params,
         "duration_s": None if duration is None else round(duration, 3),
     }
-
-
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    def cell(v: Any) -> str:
-        if isinstance(v, float) and math.isfinite(v):
-            return f"{v:.6g}"
-        return str(v)
-
-    columns = list(rows[0])
-    cells = [[cell(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for r in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

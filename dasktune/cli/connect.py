@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import time
 from urllib.parse import quote
 
 from distributed import Client
@@ -11,7 +12,9 @@ from distributed import LocalCluster
 from distributed.security import Security
 import optuna
 
+from dasktune.cli import probe
 from dasktune.storage import DaskStorage
+from dasktune.storage.backends import check_url
 from dasktune.storage.protocol import scheduler_rpc
 from dasktune.storage.wire import METADATA_KEY
 
@@ -21,24 +24,41 @@ class CommandError(Exception):
 
 
 def connect(args: argparse.Namespace) -> Client:
-    """A client of ``args.scheduler``; :class:`CommandError` naming it if it cannot be
-    reached within ``args.connect_timeout`` seconds."""
-    security = None
-    if args.tls_ca_file or args.tls_cert or args.tls_key:
+    """A client of ``args.scheduler``, within ``args.connect_timeout`` seconds.
+
+    What answers at the address is looked at first (:mod:`dasktune.cli.probe`): distributed
+    itself would wait without end at a web server, or fail with a traceback at some other
+    service, so only an address where a Dask scheduler greeted is handed to it.
+
+    Raises:
+        CommandError: One line naming what answers at the address, if not a scheduler this
+            client can use, and what to pass instead; or why connecting failed.
+    """
+    deadline = time.monotonic() + args.connect_timeout
+    tls_options = bool(args.tls_ca_file or args.tls_cert or args.tls_key)
+    try:
         security = Security(
             tls_ca_file=args.tls_ca_file,
             tls_client_cert=args.tls_cert,
             tls_client_key=args.tls_key,
             require_encryption=True,
-        )
+        ) if tls_options else Security()
+        context = security.get_connection_args("client")["ssl_context"]
+    except (OSError, ValueError) as e:  # a missing or unreadable certificate file (ssl.SSLError is an OSError)
+        raise CommandError(f"cannot use the TLS options --tls-ca-file/--tls-cert/--tls-key: {e}") from None
     try:
-        return Client(args.scheduler, timeout=args.connect_timeout, security=security)
-    except (OSError, TimeoutError, TypeError, ValueError) as e:  # TypeError: TLS without certificates
+        address = probe.reach(args.scheduler, deadline, context, tls_options)
+    except probe.AddressError as e:
+        raise CommandError(str(e)) from None
+    try:
+        return Client(address, timeout=max(deadline - time.monotonic(), 0.1), security=security)
+    except (OSError, TimeoutError) as e:
         raise CommandError(
-            f"cannot reach the Dask scheduler at {args.scheduler} within "
-            f"{args.connect_timeout:g} s ({e}). Check the address, that the scheduler "
-            "is running, and for tls:// its --tls-* certificates."
+            f"the Dask scheduler at {address} answered, but connecting to it did not finish "
+            f"within --connect-timeout {args.connect_timeout:g} s ({e})."
         ) from None
+    except (ImportError, RuntimeError, TypeError, ValueError) as e:  # versions, TLS settings
+        raise CommandError(f"cannot connect to the Dask scheduler at {address}: {e}") from None
 
 
 def local_cluster(n_workers: int) -> LocalCluster:
@@ -88,9 +108,25 @@ def storage_name(url: str | None, name: str | None) -> str:
     return "dasktune-" + hashlib.sha1(url.encode()).hexdigest()[:10]
 
 
+def check_storage_url(args: argparse.Namespace) -> None:
+    """:class:`CommandError` if ``--storage`` names no storage: checked before connecting,
+    so a bad URL creates nothing."""
+    try:
+        check_url(args.storage)
+    except (TypeError, ValueError) as e:
+        raise CommandError(f"cannot use --storage {args.storage!r}: {e}") from None
+
+
 def open_storage(client: Client, args: argparse.Namespace) -> DaskStorage:
-    """The storage ``--storage`` / ``--storage-name`` name, created on the scheduler if need be."""
-    return DaskStorage(args.storage, name=storage_name(args.storage, args.storage_name), client=client)
+    """The storage ``--storage`` / ``--storage-name`` name, created on the scheduler if need be.
+
+    Raises:
+        CommandError: The scheduler cannot open it (the message says why, and where).
+    """
+    try:
+        return DaskStorage(args.storage, name=storage_name(args.storage, args.storage_name), client=client)
+    except (TypeError, ValueError) as e:  # what the scheduler said, as one line
+        raise CommandError(str(e)) from None
 
 
 def storages(client: Client, args: argparse.Namespace) -> list[DaskStorage]:

@@ -7,6 +7,10 @@ the target allows: batched inserts in one transaction for a database
 (:func:`dasktune.compat.rdb_add_trials`), one append for a journal file. Any other target (a
 Redis journal) is written trial by trial, as ``copy_study`` does. Either way a progress bar
 shows on stderr, and an export that fails leaves no partial study behind.
+
+A study with a live run is copied as it stands, RUNNING trials as RUNNING, unless the user
+waits for the run to end (``--wait``, or yes when asked at a terminal); the command says
+which trials it copied in which state.
 """
 
 from __future__ import annotations
@@ -28,13 +32,17 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
 from tqdm import tqdm
 
+import dasktune
 from dasktune import compat
+from dasktune.cli import render
 from dasktune.cli.connect import CommandError
 from dasktune.cli.connect import connect
 from dasktune.cli.connect import find_study
 from dasktune.storage.backends import check_url
 from dasktune.storage.backends import JOURNAL_SCHEME
+from dasktune.storage import wire
 from dasktune.storage.backends import open_backend
+from dasktune.submit.runner import dask_storage
 
 
 def export(args: argparse.Namespace) -> int:
@@ -46,23 +54,56 @@ def export(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot use --to {args.to!r}: {e}") from None
     with connect(args) as client:
         study = find_study(client, args)
+        live = [r for r in dask_storage(study).find_runs(compat.study_id(study)) if not r["done"]]
+        waited = bool(live) and (args.wait or _wants_to_wait(study, live))
+        for run in live if waited else []:
+            print(f"Waiting for run {run['run_id']} to end (Ctrl-C stops waiting, not the run).", flush=True)
+            dasktune.attach(study, run["run_id"]).wait(show_progress_bar=True)
         name = args.as_name or study.study_name
         started = time.perf_counter()  # what optuna.copy_study(to_storage=URL) would do from here
         try:  # once the study is found: opening a SQLite or journal URL creates its file
             target = open_backend(url)
         except Exception as e:  # the driver's own error: a missing directory, a refused login
             raise CommandError(f"cannot open --to {args.to!r}: {type(e).__name__}: {e}") from None
-        n = copy_study(study, target, url, name)
+        copied = copy_study(study, target, url, name)
+    by_state = render.counts(copied)
     print(
-        f"Exported {n} trials of study {args.study!r} to {args.to} as {name!r} "
-        f"in {time.perf_counter() - started:.2f} s."
+        f"Exported {len(copied)} trials of study {args.study!r} to {args.to} as {name!r} "
+        f"({render.counts_line(by_state).removeprefix('Trials: ')}); copied in "
+        f"{time.perf_counter() - started:.2f} s."
     )
+    unfinished = " and ".join(f"{by_state[s]} {s}" for s in ("RUNNING", "WAITING") if by_state[s])
+    if unfinished and live and not waited:
+        print(
+            f"Run {', '.join(r['run_id'] for r in live)} of the study was live: its {unfinished} "
+            "trials are copied in that state, and stay so in the copy. Export again once it "
+            "ends, or pass --wait to wait for it."
+        )
+    elif unfinished:
+        print(
+            f"The {unfinished} trials are copied in that state: no dasktune run of the study "
+            "is live (another process runs them, or they were lost)."
+        )
     return 0
 
 
-def copy_study(study: optuna.Study, target: BaseStorage, url: str, name: str) -> int:
+def _wants_to_wait(study: optuna.Study, live: list[wire.RunStatus]) -> bool:
+    """Ask, at a terminal, whether to wait for the study's live runs before copying; a
+    script (stdin not a terminal) copies at once, and is told so after the copy."""
+    if not sys.stdin.isatty():
+        return False
+    for run in live:
+        print(render.run_line(run))
+    answer = input(
+        f"Study {study.study_name!r} has a live run: wait for it to end before copying? "
+        "(otherwise its running trials are copied as RUNNING) [y/N] "
+    )
+    return answer.strip().lower() in ("y", "yes")
+
+
+def copy_study(study: optuna.Study, target: BaseStorage, url: str, name: str) -> list[FrozenTrial]:
     """Copy ``study`` (its directions, attributes and trials) into ``target``, opened from
-    ``url``, as a study named ``name``; the number of trials copied.
+    ``url``, as a study named ``name``; the trials copied, as they were read.
 
     Raises:
         CommandError: ``target`` already has a study named ``name``.
@@ -85,7 +126,7 @@ def copy_study(study: optuna.Study, target: BaseStorage, url: str, name: str) ->
     except BaseException:
         target.delete_study(study_id)  # half a copy must not pass for the study
         raise
-    return len(trials)
+    return list(trials)
 
 
 def _write_trials(

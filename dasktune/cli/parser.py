@@ -16,8 +16,10 @@ import importlib.util
 import os
 from typing import NoReturn
 
-#: ``--sampler`` names and the ``optuna.samplers`` class each stands for (all take ``seed``).
+#: ``--sampler`` names and the sampler class each stands for (all take ``seed``):
+#: ``dasktune.ParallelSampler`` for ``parallel``, ``optuna.samplers``' for the others.
 SAMPLERS = {
+    "parallel": "ParallelSampler",
     "tpe": "TPESampler",
     "random": "RandomSampler",
     "cmaes": "CmaEsSampler",
@@ -128,7 +130,12 @@ def build_parser() -> Parser:
         "module) on the cluster with dasktune.optimize. The module is shipped to the workers; "
         "what it imports must be installed there.",
     )
-    run.add_argument("objective", metavar="MODULE:OBJECTIVE")
+    run.add_argument(
+        "objective",
+        metavar="MODULE:OBJECTIVE",
+        help="the objective: NAME in MODULE, a .py file (train.py:objective) or an importable "
+        "module (mypackage.tuning:objective)",
+    )
     add_scheduler_arguments(run)
     run.add_argument("--study", required=True, metavar="NAME", help="study name (created if new)")
     add_storage_arguments(run)
@@ -144,8 +151,10 @@ def build_parser() -> Parser:
     run.add_argument(
         "--sampler",
         choices=list(SAMPLERS),
-        default="tpe",
-        help="Optuna's sampler of that name, with its defaults (tpe)",
+        default="parallel",
+        help="the sampler: parallel is dasktune.ParallelSampler, which chooses how to sample "
+        "for the trials in flight; the others are Optuna's of that name, with their defaults "
+        "(default: parallel)",
     )
     run.add_argument(
         "--pruner",
@@ -170,7 +179,9 @@ def build_parser() -> Parser:
             name, parents=[common], help=help, description=help[0].upper() + help[1:] + "."
         )
         if name != "studies":
-            command.add_argument("study", metavar="STUDY")
+            command.add_argument(
+                "study", metavar="STUDY", help="the study's name (`dasktune studies` lists them)"
+            )
         add_scheduler_arguments(command)
         add_storage_arguments(command)
         if name in ("studies", "show", "best"):
@@ -191,6 +202,12 @@ def build_parser() -> Parser:
         help="sqlite:///path.db, postgresql://..., journal:///path.log, or a .db/.log path",
     )
     export.add_argument("--as", dest="as_name", metavar="NAME", help="name of the copy")
+    export.add_argument(
+        "--wait",
+        action="store_true",
+        help="if a run of the study is live, wait for it to end before copying (without "
+        "--wait, a terminal asks; a script copies at once, RUNNING trials as RUNNING)",
+    )
     study_command("cancel", "stop a study's live runs: running trials FAIL, runners leave")
     delete = study_command("delete", "delete a study and its trials (cancelling its live runs first)")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -257,6 +274,10 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                 f"argument --scheduler is required: pass --scheduler tcp://HOST:8786, or set "
                 f"{SCHEDULER_ENV} (or Dask's scheduler-address config)"
             )
+    tls_files = {"--tls-ca-file": args.tls_ca_file, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key}
+    for option, path in tls_files.items():
+        if path is not None and not os.path.isfile(path):
+            parser.error(f"argument {option}: no file {path!r}")
     if args.command == "run":
         missing = [p for p in SAMPLER_PACKAGES.get(args.sampler, []) if importlib.util.find_spec(p) is None]
         if missing:

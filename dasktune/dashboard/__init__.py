@@ -1,16 +1,8 @@
 """The Tuning pages on the Dask dashboard, installed by the scheduler plugin in ``plugin``.
 
-- ``state``: what the pages show, read from the storages at O(changes);
-- ``index_doc``, ``study_doc``: the study list and a study's Bokeh figures, and their updates;
-- ``page``, ``templates/``, ``static/tuning.js``: the pages in the dashboard's frame;
-- ``handlers``: the HTTP routes; ``app``: the Bokeh app a preloaded plugin adds;
-- ``optuna_view``, ``host_storage``, ``static/optuna-mount.js``: optuna-dashboard, mounted
-  for every storage over an Optuna storage that reads and writes through the storage host;
-- ``metrics``: the Prometheus gauges.
+- ``host_storage``, ``state``: the studies as the pages read them, through an Optuna storage
+  over each storage host (optuna-dashboard's too);
+- ``app``, ``pages``, ``templates/``: the pages, Bokeh server documents in the dashboard's frame;
+- ``handlers``: the JSON routes and the Prometheus gauges;
+- ``optuna_view``, ``static/optuna-mount.js``: optuna-dashboard, mounted for every storage.
 """
-
-from __future__ import annotations
-
-from dasktune.dashboard.state import TuningState
-
-__all__ = ["TuningState"]

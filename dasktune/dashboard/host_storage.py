@@ -1,31 +1,24 @@
-"""An Optuna storage over one named storage of the scheduler, for code that runs in the
-scheduler's own process: optuna-dashboard, which the Tuning page mounts.
+"""An Optuna storage over one storage of the scheduler, for code in the scheduler's own
+process: the Tuning pages, and optuna-dashboard, which they mount.
 
 Reads come from the host's change log, as every ``DaskStorage`` reads (a replica brought up
-to date by what changed since its cursor, O(changes)), without a network round trip. Writes
-are operations sent through the storage plugin's ``dasktune_storage_call`` route, the one
-every client's writes take: they reach the backend on the storage's own thread, enter the
-host's mirror and change log, wake ``optimize`` watchers, and every process's replica sees
-them. Nothing here writes to the backend directly.
-
-Its methods block: they are called from a thread of a pool (a WSGI app), never from the
-scheduler's event loop, on which the writes run.
+to date by what changed since its cursor), and never block. Writes are those
+:class:`~dasktune.storage.writes.WireWrites` encodes, sent through the storage plugin's route
+like every client's; they block, on a thread of optuna-dashboard's, never on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from collections.abc import Mapping
-from collections.abc import Sequence
 import threading
 from typing import Any
 import uuid
 
-from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
-from optuna.trial import TrialState
 
 from dasktune import compat
 from dasktune.storage import wire
@@ -33,156 +26,95 @@ from dasktune.storage.host import StorageHost
 from dasktune.storage.replica import Replica
 from dasktune.storage.replica import ReplicaReads
 from dasktune.storage.replica import StudyReplica
+from dasktune.storage.writes import WireWrites
 
-#: The storage plugin's route for operations (see :mod:`dasktune.storage.plugin`).
-CALL = "dasktune_storage_call"
 #: Longest a write may take on the scheduler (a database backend under load).
 _WRITE_SECONDS = 60.0
+#: The storage plugin's hosts by name, asked for on each use (the plugin may be replaced).
+Hosts = Callable[[], Mapping[str, StorageHost]]
 
 
-class HostStorage(ReplicaReads, BaseStorage):
-    """Optuna's ``BaseStorage`` over the storage ``name`` of the scheduler whose handlers
-    and loop are given (in the scheduler's process).
-
-    Args:
-        hosts: The storage plugin's hosts by name, looked up on each use.
-        name: The storage's name.
-        handlers: The scheduler's handlers (``scheduler.handlers``), where the storage
-            plugin's :data:`CALL` route is.
-        loop: The scheduler's event loop, on which writes run.
-    """
+class HostStorage(WireWrites, ReplicaReads, BaseStorage):
+    """Optuna's ``BaseStorage`` over the storage ``name`` of ``hosts()``, whose writes go
+    to the storage plugin's route in ``handlers`` (the scheduler's), on its ``loop``."""
 
     def __init__(
-        self,
-        hosts: Mapping[str, StorageHost],
-        name: str,
-        handlers: Mapping[str, Any],
+        self, hosts: Hosts, name: str, handlers: Mapping[str, Callable[..., Any]],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.hosts, self.name, self.handlers, self.loop = hosts, name, handlers, loop
         self._replica = Replica()
         self._lock = threading.RLock()
 
-    # -- studies -------------------------------------------------------------------------
-
-    def create_new_study(
-        self, directions: Sequence[StudyDirection], study_name: str | None = None
-    ) -> int:
-        (study_id,) = self._write(
-            "create_new_study", wire.encode_directions(list(directions)), study_name
-        )
-        return study_id
-
-    def delete_study(self, study_id: int) -> None:
-        self._write("delete_study", study_id)
-
-    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._write("set_study_user_attr", study_id, key, wire.encode_attr(value))
-
-    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._write("set_study_system_attr", study_id, key, wire.encode_attr(value))
-
     def get_study_id_from_name(self, study_name: str) -> int:
-        return self._host().store.get_study_id_from_name(study_name)
+        return self.host().study_id(study_name)
 
     def get_study_name_from_id(self, study_id: int) -> str:
-        return self._study(study_id).name
+        return self.study(study_id).name
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
-        return list(self._study(study_id).directions)
+        return list(self.study(study_id).directions)
 
     def get_all_studies(self) -> list[compat.FrozenStudy]:
-        return [wire.decode_study(meta) for meta in self._host().store.get_all_studies()]
-
-    # -- trials ----------------------------------------------------------------------------
-
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        template = None if template_trial is None else wire.encode_trial(template_trial)
-        (trial_id,) = self._write("create_new_trial", study_id, template)
-        return trial_id
-
-    def set_trial_param(
-        self,
-        trial_id: int,
-        param_name: str,
-        param_value_internal: float,
-        distribution: BaseDistribution,
-    ) -> None:
-        self._write(
-            "set_trial_param",
-            trial_id,
-            param_name,
-            float(param_value_internal),
-            wire.encode_distribution(distribution),
-        )
-
-    def set_trial_state_values(
-        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
-    ) -> bool:
-        values = None if values is None else [float(v) for v in values]
-        (changed,) = self._write("set_trial_state_values", trial_id, state.value, values)
-        return changed
-
-    def set_trial_intermediate_value(
-        self, trial_id: int, step: int, intermediate_value: float
-    ) -> None:
-        self._write("set_trial_intermediate_value", trial_id, step, intermediate_value)
-
-    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._write("set_trial_user_attr", trial_id, key, wire.encode_attr(value))
-
-    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._write("set_trial_system_attr", trial_id, key, wire.encode_attr(value))
+        return [wire.decode_study(meta) for meta in self.host().studies()]
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
-        study_id = self._host().store.study_of(trial_id)
-        if study_id is None:
-            raise KeyError(f"No trial with trial_id {trial_id} exists.")
-        self._study(study_id)
-        with self._lock:
-            trial = self._replica.trial(trial_id)
-        if trial is None:  # deleted with its study meanwhile
+        study_id = self.host().study_of(trial_id)
+        trial = None
+        if study_id is not None:
+            self.study(study_id)
+            with self._lock:
+                trial = self._replica.trial(trial_id)
+        if trial is None:  # (or deleted with its study meanwhile)
             raise KeyError(f"No trial with trial_id {trial_id} exists.")
         return trial
 
-    # -- helpers -----------------------------------------------------------------------
+    # -- what the Tuning page reads besides Optuna's interface ---------------------------
 
-    def _host(self) -> StorageHost:
-        host = self.hosts.get(self.name)
+    def host(self) -> StorageHost:
+        """The storage's host; ``KeyError`` naming the storage if it is gone."""
+        host = self.hosts().get(self.name)
         if host is None:
             raise KeyError(f"No DaskStorage named {self.name!r} on this scheduler.")
         return host
 
-    def _study(self, study_id: int) -> StudyReplica:
-        """The replica of ``study_id``, brought up to date from the host's change log."""
-        host = self._host()
+    def study(self, study_id: int) -> StudyReplica:
+        """The replica of ``study_id``, brought up to date from the host's change log; a
+        new object when the host was rebuilt. ``KeyError`` if there is no such study."""
+        host = self.host()
         with self._lock:
-            if host.epoch != self._replica.epoch:
-                self._replica.reset(host.epoch)
-            study = self._replica.studies.get(study_id)
-            cursor = 0 if study is None else study.cursor
+            known = self._replica.studies.get(study_id)
+            cursor = known.cursor if known is not None and host.epoch == self._replica.epoch else 0
             deltas, missing = host.deltas({study_id: cursor}, [study_id])
-            if missing:
-                self._replica.drop(study_id)
-                raise KeyError(f"No study with study_id {study_id} exists.")
-            for delta in deltas:
-                self._replica.apply(delta)
-            return self._replica.studies[study_id]
+            reply: wire.Reply = {"results": [], "error": None, "epoch": host.epoch, "deltas": deltas,
+                                 "missing": missing}
+            self._replica.merge(reply)
+            study = self._replica.studies.get(study_id)
+        if study is None:
+            raise KeyError(f"No study with study_id {study_id} exists.")
+        return study
 
-    def _write(self, name: str, *args: Any) -> list[Any]:
-        """Apply one operation through the storage plugin, on the scheduler's loop; its
-        results. The operation's error is raised here with its original type."""
-        op: wire.Op = [name, list(args), f"dashboard-{uuid.uuid4().hex}"]
+    def workers(self, trial_ids: list[int]) -> list[str | None]:
+        """The address of the worker that runs or ran each trial, if a worker did."""
+        with self._lock:
+            return [self._replica.workers.get(trial_id) for trial_id in trial_ids]
+
+    # -- the wire ------------------------------------------------------------------------
+
+    _study = study  # what ReplicaReads reads through
+
+    def _write(self, name: wire.OpName, *args: Any) -> wire.Op:
+        return [name, list(args), f"dashboard-{uuid.uuid4().hex}"]
+
+    def _send(self, op: wire.Op) -> Any:
+        """Apply ``op`` through the storage plugin, on the scheduler's loop; its result. Its
+        error is raised here with its original type."""
         with self._lock:
             cursors, epoch = self._replica.cursors(), self._replica.epoch
-        call = self.handlers[CALL](name=self.name, ops=[op], cursors=cursors, want=[], epoch=epoch)
+        call = self.handlers[wire.CALL_ROUTE](name=self.name, ops=[op], cursors=cursors, want=[], epoch=epoch)
         reply = asyncio.run_coroutine_threadsafe(call, self.loop).result(_WRITE_SECONDS)
         if reply.get("error") is not None:
             raise wire.decode_error(reply["error"])
         with self._lock:  # the reply brings what the write changed: read-your-writes
-            if reply["epoch"] == self._replica.epoch:
-                for delta in reply["deltas"]:
-                    self._replica.apply(delta)
-                for study_id in reply["missing"]:
-                    self._replica.drop(study_id)
-        return reply["results"]
+            self._replica.merge(reply)
+        return reply["results"][0]

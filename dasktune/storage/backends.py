@@ -36,6 +36,7 @@ from optuna.storages import RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal import JournalRedisBackend
 
+from dasktune import compat
 from dasktune.storage import wire
 
 JOURNAL_SCHEME = "journal://"
@@ -146,6 +147,16 @@ def _open(url: str | None) -> BaseStorage:
         plain = parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"]))
         return JournalStorage(JournalRedisBackend(urlunsplit(plain), prefix=prefix))
     return RDBStorage(url)
+
+
+def close(backend: BaseStorage) -> None:
+    """Release what an open backend holds: a database's connections, Redis' (on its own
+    thread, for a backend that does I/O)."""
+    if isinstance(backend, RDBStorage):
+        backend.remove_session()
+        backend.engine.dispose()
+    elif isinstance(backend, JournalStorage):
+        compat.close_journal_backend(backend)
 
 
 def check_allowed(url: str) -> None:

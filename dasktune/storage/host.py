@@ -14,7 +14,6 @@ again, so a client that retries after a dropped connection cannot create a secon
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,18 +26,13 @@ import uuid
 from optuna.storages import BaseStorage
 
 from dasktune.storage import wire
+from dasktune.storage.requests import Answers
+from dasktune.storage.requests import MISSING
 from dasktune.storage.runs import Outcome
 from dasktune.storage.runs import RunBook
 from dasktune.storage.store import Store
 
 logger = logging.getLogger(__name__)
-
-#: Applied writes' request ids are remembered this long for idempotent retries (a retry
-#: follows a dropped connection within the connect timeout and a few seconds) ...
-_REQUEST_SECONDS = 120.0
-#: ... and at most this many, whatever their age.
-_MAX_REQUESTS = 50_000
-
 
 @dataclass(frozen=True)
 class Operation:
@@ -61,13 +55,15 @@ class StorageHost:
     what both sides read.
     """
 
-    def __init__(self, backend: BaseStorage, url: str | None) -> None:
+    def __init__(self, backend: BaseStorage, url: str | None, named: bool = True) -> None:
         self.url = url
+        self.named = named  # its name was its user's (not made up for an unnamed storage)
+        self._last_used = time.monotonic()
         #: Changes when the host is rebuilt (scheduler restart): client cursors are then void.
         self.epoch = uuid.uuid4().hex
         self.store = Store(backend)
         self.runs = RunBook()
-        self._applied: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._answers = Answers()
         self._worker: str | None = None  # address of the worker whose request is executed
 
     @property
@@ -89,8 +85,9 @@ class StorageHost:
         self._worker = worker
         try:
             for index, (name, args, request_id) in enumerate(ops):
-                if request_id is not None and request_id in self._applied:
-                    results.append(self._applied[request_id][1])
+                first = MISSING if request_id is None else self._answers.find(request_id)
+                if first is not MISSING:
+                    results.append(first)
                     continue
                 operation = OPERATIONS.get(cast(wire.OpName, name))
                 try:
@@ -99,8 +96,10 @@ class StorageHost:
                     result = operation.method(self, *args)
                 except Exception as e:  # every error goes back to the caller as data
                     return results, wire.encode_error(e, index)
-                if request_id is not None and operation.once:
-                    self._remember(request_id, result)
+                if request_id is not None and operation.once and result != []:
+                    # (A refused claim, []: its retry is refused again, or granted as if
+                    # first: the first answer never reached the runner.)
+                    self._answers.keep(request_id, result)
                 results.append(result)
             return results, None
         finally:
@@ -131,9 +130,37 @@ class StorageHost:
     ) -> tuple[list[wire.Delta], list[int]]:
         return self.store.deltas(cursors, studies)
 
+    def reply(
+        self,
+        ops: list[wire.Op],
+        results: list[Any],
+        error: wire.ErrorInfo | None,
+        cursors: list[list[int]],
+        want: list[int],
+        epoch: str | None,
+    ) -> dict[str, Any]:
+        """The answer to a request: the results, and what changed since the caller's
+        cursors in every study the operations touched or the caller wants."""
+        touched = self.touched_studies(ops, results)
+        # Cursors from another epoch (a scheduler restart) mean nothing here: start over.
+        known = {study: cursor for study, cursor in cursors} if epoch == self.epoch else {}
+        deltas, missing = self.deltas(known, touched.union(want))
+        reply: wire.Reply = {
+            "results": results, "error": error, "epoch": self.epoch, "deltas": deltas, "missing": missing,
+        }
+        return dict(reply)
+
+    def used(self) -> None:
+        """A client asked something of this storage."""
+        self._last_used = time.monotonic()
+
+    def idle(self) -> float:
+        """Seconds since a client last asked something of this storage."""
+        return time.monotonic() - self._last_used
+
     def sizes(self) -> dict[str, int]:
         """How much the host keeps, by kind: its store's, its run book's, request ids."""
-        return {**self.store.sizes(), **self.runs.sizes(), "request ids": len(self._applied)}
+        return {**self.store.sizes(), **self.runs.sizes(), "request ids": len(self._answers)}
 
     def dump(self) -> list[dict[str, Any]]:
         return self.store.dump()
@@ -261,9 +288,7 @@ class StorageHost:
     def expire(self) -> None:
         """Drop what is kept only for a while: ended runs, old request ids."""
         self.runs.expire()
-        horizon = time.monotonic() - _REQUEST_SECONDS
-        while self._applied and next(iter(self._applied.values()))[0] < horizon:
-            self._applied.popitem(last=False)
+        self._answers.expire()
 
     # -- internals -----------------------------------------------------------------------
 
@@ -272,10 +297,6 @@ class StorageHost:
         if finished:
             self.runs.trials_finished(finished)
 
-    def _remember(self, request_id: str, result: Any) -> None:
-        self._applied[request_id] = (time.monotonic(), result)
-        if len(self._applied) > _MAX_REQUESTS:
-            self._applied.popitem(last=False)
 
 
 def _store(name: str) -> Callable[..., Any]:

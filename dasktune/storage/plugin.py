@@ -2,8 +2,11 @@
 
 Routes it adds to ``scheduler.handlers`` (all plain data, see :mod:`dasktune.storage.wire`):
 
-``dasktune_storage_open(name, url, contents)``
-    Create the storage ``name`` backed by ``url`` unless it exists; returns its epoch.
+``dasktune_storage_open(name, url, contents, client, lasting)``
+    Create the storage ``name`` backed by ``url`` unless it exists; returns its epoch. The
+    Dask client ``client`` holds it from then on (see the cleanup model below).
+``dasktune_storage_close(name, client)``
+    ``client`` holds the storage no more.
 ``dasktune_storage_call(name, ops, cursors, want, epoch, worker)``
     Apply write/read operations in order, then answer, for every study the operations
     touched or the caller wants, what changed since the caller's cursor.
@@ -27,16 +30,14 @@ trials the worker was running (and retries those of runs), ``remove_client`` orp
 runs that client drove, ``transition`` tells a run that Dask released one of its runner
 tasks. None of them polls; each costs a dictionary lookup when it concerns no storage.
 
-State and cleanup: the plugin owns one :class:`~dasktune.storage.host.StorageHost` per name
-for the life of the scheduler (a storage *is* its data); a host keeps its backend and a
-mirror of it, per study a change log, per trial its wire form and which worker ran it — all
-dropped at once when the study is deleted. Runs are kept while live and for a bounded time
-after they end (see :mod:`dasktune.storage.runs`); heartbeats while their trial runs;
-request ids of applied writes for a few minutes. A sweep every second fails trials whose
+State and cleanup: what the plugin keeps, and until when, is stated in
+:mod:`dasktune.storage.holders` (a storage's host while a client holds it or a run of it is
+live, then dropped or, named and durable, dormant). A sweep every second fails trials whose
 heartbeat stopped a minute past their grace period (Dask config
-``distributed.dasktune.stale-trial-margin``) and drops what has expired. In-memory backends are served on the event
-loop (microseconds per operation); every other backend runs on a thread of its own, one
-call at a time, so disk or database I/O never blocks the scheduler.
+``distributed.dasktune.stale-trial-margin``), drops what has expired and the storages
+nothing holds. In-memory backends are served on the event loop (microseconds per
+operation); every other backend runs on a thread of its own, one call at a time, so disk or
+database I/O never blocks the scheduler.
 
 Other packages extend the scheduler side through the ``dasktune.scheduler`` entry point
 group: each entry is a ``SchedulerPlugin`` class, added when this plugin starts (the Tuning
@@ -66,7 +67,9 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from dasktune.storage import backends
 from dasktune.storage import wire
+from dasktune.storage.backend_thread import run_on
 from dasktune.storage.departures import why_removed
+from dasktune.storage.holders import Holders
 from dasktune.storage.host import StorageHost
 
 logger = logging.getLogger(__name__)
@@ -117,6 +120,7 @@ class StoragePlugin(SchedulerPlugin):
         self._changed: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._memory_limits: dict[str, int] = {}  # worker address -> its memory limit
+        self._holders = Holders()
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self, scheduler: Scheduler) -> None:
@@ -126,6 +130,7 @@ class StoragePlugin(SchedulerPlugin):
         scheduler.handlers.update(
             {
                 "dasktune_storage_open": self.open,
+                "dasktune_storage_close": self.close_storage,
                 wire.CALL_ROUTE: self.call,
                 "dasktune_storage_watch": self.watch,
                 "dasktune_storage_dump": self.dump,
@@ -144,13 +149,15 @@ class StoragePlugin(SchedulerPlugin):
                 logger.exception("dasktune: could not start the scheduler extension %s", entry.value)
 
     async def close(self) -> None:
-        """Release backends' threads and connections."""
+        """Release backends' threads and connections (the scheduler is closing)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for executor in self._executors.values():
-            executor.shutdown(wait=True)
-        for host in self.hosts.values():
-            host.backend.remove_session()
+        for name, host in list(self.hosts.items()):
+            executor = self._executors.pop(name, None)
+            with contextlib.suppress(Exception):  # closing anyway: nothing to tell anyone
+                await run_on(executor, backends.close, host.backend)
+            if executor is not None:
+                executor.shutdown(wait=True)
 
     async def _sweep(self) -> None:
         while True:
@@ -166,6 +173,7 @@ class StoragePlugin(SchedulerPlugin):
                 if failed:
                     logger.warning("DaskStorage %r: trials %s had no heartbeat; FAIL", name, failed)
                 self._notify(name)  # a deadline may have passed: watchers look again
+                await self._drop_if_unused(name)  # its last run may have ended
 
     # -- cluster events ------------------------------------------------------------------
 
@@ -188,19 +196,17 @@ class StoragePlugin(SchedulerPlugin):
                 logger.exception("DaskStorage %r: failing the trials of %s failed", name, worker)
                 continue
             if failed:
-                logger.warning(
-                    "DaskStorage %r: worker %s left with trials %s running; marked FAIL",
-                    name,
-                    worker,
-                    failed,
-                )
+                logger.warning("DaskStorage %r: worker %s left with trials %s running; FAIL", name, worker, failed)
                 self._notify(name)
 
     def remove_client(self, scheduler: Scheduler, client: str) -> None:
-        """A client left: the runs it drove (attached ``optimize`` calls) are orphaned."""
+        """A client left: the runs it drove (attached ``optimize`` calls) are orphaned, and
+        it holds no storage any more."""
         for name, host in list(self.hosts.items()):
             if host.runs.client_removed(client):
                 self._in_background(self._orphan(name, host, client))
+            if self._holders.released(name, client):
+                self._in_background(self._drop_if_unused(name))
 
     async def _orphan(self, name: str, host: StorageHost, client: str) -> None:
         orphaned = await self._on_backend_thread(name, host.client_removed, client)
@@ -219,12 +225,24 @@ class StoragePlugin(SchedulerPlugin):
 
     @_handler
     async def open(
-        self, name: str, url: str | None = None, contents: list[Any] | None = None
+        self,
+        name: str,
+        url: str | None = None,
+        contents: list[Any] | None = None,
+        client: str | None = None,
+        named: bool = True,
     ) -> dict[str, Any]:
-        created = name not in self.hosts
-        host = await self._open(name, url, contents)
+        created = name not in self.hosts and name not in self._holders.dormant
+        host = await self._open(name, url, contents, named)
+        self._holders.opened(name, client, named, in_memory=host.url is None)
         reply: wire.OpenReply = {"error": None, "epoch": host.epoch, "url": host.url, "created": created}
         return dict(reply)
+
+    @_handler
+    async def close_storage(self, name: str, client: str) -> dict[str, Any]:
+        self._holders.released(name, client)
+        await self._drop_if_unused(name)
+        return {"error": None}
 
     @_handler
     async def call(
@@ -236,11 +254,11 @@ class StoragePlugin(SchedulerPlugin):
         epoch: str | None,
         worker: str | None = None,
     ) -> dict[str, Any]:
-        host = self.hosts.get(name)
+        host = await self._host(name)
         if host is None:
             return _no_storage(name)
         if not ops:
-            return self._reply(host, ops, [], None, cursors, want, epoch)
+            return host.reply(ops, [], None, cursors, want, epoch)
         gated = host.runs.gated_claim(ops)
         if gated is None:
             results, error = await self._on_backend_thread(name, host.execute, ops, worker)
@@ -257,7 +275,7 @@ class StoragePlugin(SchedulerPlugin):
                 if error is not None and error["op"] is not None:
                     error["op"] += split
         self._notify(name)
-        return self._reply(host, ops, results, error, cursors, want, epoch)
+        return host.reply(ops, results, error, cursors, want, epoch)
 
     @_handler
     async def watch(
@@ -271,7 +289,7 @@ class StoragePlugin(SchedulerPlugin):
         linger: float = 0.0,
         seen: bool = False,
     ) -> dict[str, Any]:
-        host = self.hosts.get(name)
+        host = await self._host(name)
         if host is None:
             return _no_storage(name)
         if seen and host.runs.seen(run_id, since):
@@ -300,18 +318,18 @@ class StoragePlugin(SchedulerPlugin):
                 changed = self._changed.setdefault(name, asyncio.Event())
                 await asyncio.wait_for(changed.wait(), remaining)
         want = [] if error is not None else [status["study_id"]]
-        return self._reply(host, [op], results, error, cursors, want, epoch)
+        return host.reply([op], results, error, cursors, want, epoch)
 
     @_handler
     async def dump(self, name: str) -> dict[str, Any]:
-        host = self.hosts.get(name)
+        host = await self._host(name)
         if host is None:
             return _no_storage(name)
         return {"error": None, "studies": host.dump()}
 
     @_handler
     async def names(self) -> list[str]:
-        return sorted(self.hosts)
+        return sorted({*self.hosts, *self._holders.dormant})
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -334,34 +352,13 @@ class StoragePlugin(SchedulerPlugin):
             for run_id in host.runs.take_ended():
                 self.scheduler.log_event(wire.RUN_ENDED_TOPIC, {"storage": name, "run": run_id})
 
-    @staticmethod
-    def _reply(
-        host: StorageHost,
-        ops: list[wire.Op],
-        results: list[Any],
-        error: wire.ErrorInfo | None,
-        cursors: list[list[int]],
-        want: list[int],
-        epoch: str | None,
-    ) -> dict[str, Any]:
-        touched = host.touched_studies(ops, results)
-        # Cursors from another epoch (a scheduler restart) mean nothing here: start over.
-        known = {study: cursor for study, cursor in cursors} if epoch == host.epoch else {}
-        deltas, missing = host.deltas(known, touched.union(want))
-        reply: wire.Reply = {
-            "results": results,
-            "error": error,
-            "epoch": host.epoch,
-            "deltas": deltas,
-            "missing": missing,
-        }
-        return dict(reply)
-
     async def _open(
-        self, name: str, url: str | None, contents: list[Any] | None
+        self, name: str, url: str | None, contents: list[Any] | None, named: bool = True
     ) -> StorageHost:
         async with self._opening.setdefault(name, asyncio.Lock()):
             host = self.hosts.get(name)
+            if host is None:
+                url = self._holders.wake(name, url) or url  # its backend gives everything back
             if host is not None:
                 if url is not None and url != host.url:
                     raise ValueError(
@@ -373,7 +370,7 @@ class StoragePlugin(SchedulerPlugin):
             if url is not None:  # anything but memory does I/O: keep it off the loop
                 self._executors[name] = ThreadPoolExecutor(1, f"dasktune-storage-{name}")
             try:
-                host = await self._on_backend_thread(name, _build_host, url, contents)
+                host = await self._on_backend_thread(name, _build_host, url, contents, named)
             except Exception:
                 executor = self._executors.pop(name, None)
                 if executor is not None:
@@ -383,13 +380,43 @@ class StoragePlugin(SchedulerPlugin):
             logger.info("Opened DaskStorage %r backed by %s", name, url or "memory")
             return host
 
+    async def _host(self, name: str) -> StorageHost | None:
+        """The host of the storage ``name``, woken if it was dormant (``None``: no such
+        storage). A woken storage is kept while it is used (see ``_drop_if_unused``)."""
+        if name in self._holders.dormant and name not in self.hosts:
+            await self._open(name, None, None)
+        host = self.hosts.get(name)
+        if host is not None:
+            host.used()
+        return host
+
+    async def _drop_if_unused(self, name: str) -> None:
+        """Drop the storage ``name`` — host, thread, backend connections — if nothing needs
+        it (the model: :mod:`dasktune.storage.holders`)."""
+        host = self.hosts.get(name)
+        if host is None or host.runs.live() or not self._holders.may_drop(name, host.idle()):
+            return
+        async with self._opening.setdefault(name, asyncio.Lock()):
+            if self.hosts.get(name) is not host:
+                return
+            del self.hosts[name]
+        self._holders.dropped(name, host.url, host.named)
+        self._opening.pop(name, None)
+        self._notify(name)  # anyone still waiting on it looks again, and finds it gone
+        self._changed.pop(name, None)
+        executor = self._executors.pop(name, None)
+        try:
+            await run_on(executor, backends.close, host.backend)
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=False)
+        logger.info("Closed DaskStorage %r: no client holds it and no run of it is live", name)
+
     async def _on_backend_thread(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` where the storage ``name`` does its I/O: its own thread for a database
-        or file backend, one call at a time; the event loop for memory."""
-        executor = self._executors.get(name)
-        if executor is None:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        or file backend, one call at a time; the event loop for memory (and see
+        :mod:`dasktune.storage.backend_thread` for interpreter exit)."""
+        return await run_on(self._executors.get(name), fn, *args)
 
     def _in_background(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -397,11 +424,11 @@ class StoragePlugin(SchedulerPlugin):
         task.add_done_callback(self._background.discard)
 
 
-def _build_host(url: str | None, contents: list[Any] | None) -> StorageHost:
+def _build_host(url: str | None, contents: list[Any] | None, named: bool) -> StorageHost:
     backend = backends.open_on_scheduler(url)
     if contents:
         wire.load_storage(contents, backend)
-    return StorageHost(backend, url)
+    return StorageHost(backend, url, named)
 
 
 def _no_storage(name: str) -> dict[str, Any]:

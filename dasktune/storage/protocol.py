@@ -70,6 +70,9 @@ class SchedulerProtocol:
     #: The URL this object created the storage with (to re-open it on a new scheduler);
     #: False: it did not create it.
     _opened_with: str | None | Literal[False]
+    #: Whether its user named it: a named in-memory storage outlives the clients that open
+    #: it, an unnamed one goes with the last (see the plugin's cleanup model).
+    _named: bool
 
     if TYPE_CHECKING:  # provided by DaskStorage
 
@@ -326,8 +329,14 @@ class SchedulerProtocol:
             await scheduler.register_scheduler_plugin(
                 plugin=dumps(StoragePlugin()), name=wire.PLUGIN_NAME, idempotent=True
             )
+        client = self.client
         reply = await self._ask_scheduler(
-            "dasktune_storage_open", name=self.name, url=url, contents=contents
+            "dasktune_storage_open",
+            name=self.name,
+            url=url,
+            contents=contents,
+            client=client.id,
+            named=self._named,
         )
         # A restarted scheduler gets the storage again from its URL (not the contents of
         # an in-memory copy: those went with the old scheduler).

@@ -117,6 +117,7 @@ class DaskStorage(RunClient, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"`name` must be a str or None, not {type(name).__name__}.")
         self.name = name if name is not None else f"dasktune-storage-{uuid.uuid4().hex}"
+        self._named = name is not None
         self._set_heartbeats(
             heartbeat_interval, grace_period, heartbeat_stale_trial_callback,
             failed_trial_callback, warn=register,
@@ -193,12 +194,18 @@ class DaskStorage(RunClient, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
         return f"DaskStorage(name={self.name!r})"
 
     def close(self) -> None:
-        """Send this thread's unsent writes and stop the background flusher: what a
-        process should call before it drops a storage it wrote to from several threads.
-        The object stays usable (each thread then sends its writes with its own calls)."""
+        """This process is done with the storage: send this thread's unsent writes, stop
+        the background flusher, and let the scheduler drop the storage if nothing else needs
+        it (no other client that opened it, no live run): an unnamed in-memory storage goes
+        with its studies, a durable one keeps them in its backend and is opened again on
+        use. A client that leaves the cluster closes its storages this way too."""
         self._flush()
         self._flusher.close()
         instances.forget(self)
+        if self._opened_with is not False and self.client.status == "running":
+            self._sync(self._ask_scheduler("dasktune_storage_close", name=self.name, client=self.client.id))
+            if self._opened_with is None:
+                self._opened_with = False  # its studies may be gone: never re-create it empty
 
     def get_base_storage(self) -> BaseStorage:
         """An ``InMemoryStorage`` copy of every study in this storage.

@@ -420,10 +420,14 @@ class RunBook:
         return run.status(), run.finished_ids[since:].tolist()
 
     @_locked
+    def live(self) -> bool:
+        """Whether a run has not ended yet."""
+        return any(run.ended_at is None for run in self.runs.values())
+
+    @_locked
     def sizes(self) -> dict[str, int]:
         """How much the book keeps, by kind (its bookkeeping, for bounds and metrics)."""
-        return {"runs": len(self.runs), "runs' trials": len(self._run_of),
-                "runners": len(self._runner_runs)}
+        return {"runs": len(self.runs), "runs' trials": len(self._run_of), "runners": len(self._runner_runs)}
 
     @_locked
     def find(self, study_id: int) -> list[wire.RunStatus]:

@@ -1,10 +1,11 @@
 """What the scheduler stores for one named storage, free of Dask so it can be tested alone.
 
 A :class:`Store` owns the real Optuna storage (the *backend*) and keeps beside it a mirror of
-every study and trial in wire form, plus, per study, an append-only change log of the trial
-ids each write touched. That log is what makes the question every client asks — "what
-changed in study S since my cursor c?" — cost O(changes): the answer is the set of trial ids
-in ``log[c:]``, whose current wire form is already at hand.
+every trial in the one form readers are sent — its wire form packed into msgpack bytes —
+plus, per study, a change log of the trial ids each write touched
+(:mod:`dasktune.storage.changelog`, compacted as it grows). That log is what makes the
+question every client asks — "what changed in study S since my cursor c?" — cost
+O(changes): the answer is the trial ids logged since ``c``, whose bytes are at hand.
 
 The backend is the single source of truth: every write goes to it first (so its errors are
 Optuna's own), and the touched trials are then re-read from it into the mirror, once per
@@ -32,9 +33,8 @@ from optuna.trial import TrialState
 
 from dasktune import compat
 from dasktune.storage import wire
-
-#: Marks a change to the study itself (attributes) in a change log of trial ids.
-STUDY_CHANGED = -1
+from dasktune.storage.changelog import ChangeLog
+from dasktune.storage.changelog import STUDY_CHANGED
 
 
 class Store:
@@ -51,11 +51,11 @@ class Store:
         self._lock = threading.Lock()
         self._studies: dict[int, dict[str, Any]] = {}
         self._names: dict[str, int] = {}
-        self._trials: dict[int, wire.Trial] = {}
-        #: The same trials packed (what deltas carry), packed once per change.
+        #: Every trial's wire form, packed once per change (what deltas carry): the mirror.
         self._packed: dict[int, bytes] = {}
+        self._states: dict[int, int] = {}  # trial id -> its TrialState value
         self._trial_study: dict[int, int] = {}
-        self._logs: dict[int, list[int]] = {}
+        self._logs: dict[int, ChangeLog] = {}
         #: RUNNING trial id -> (time of its last heartbeat, grace period of its storage).
         self._heartbeats: dict[int, tuple[float, float]] = {}
         #: Trials written since the last :meth:`refresh`, to re-read from the backend once.
@@ -102,8 +102,8 @@ class Store:
             study = self._studies.pop(study_id)
             del self._names[study["name"]]
             self._waiting.pop(study_id, None)
-            for trial_id in self._logs.pop(study_id):
-                self._trials.pop(trial_id, None)
+            for trial_id in self._logs.pop(study_id).ids():
+                self._states.pop(trial_id, None)
                 self._packed.pop(trial_id, None)
                 self._trial_study.pop(trial_id, None)
                 self._heartbeats.pop(trial_id, None)
@@ -254,7 +254,7 @@ class Store:
     def record_heartbeat(self, trial_id: int, grace_period: float) -> None:
         with self._lock:
             self.check_trial(trial_id)
-            if self._trials[trial_id]["state"] == TrialState.RUNNING.value:
+            if self._states[trial_id] == TrialState.RUNNING.value:
                 self._heartbeats[trial_id] = (time.monotonic(), grace_period)
 
     def get_stale_trial_ids(self, study_id: int, grace_period: float) -> list[int]:
@@ -294,8 +294,8 @@ class Store:
         with self._lock:
             for study_id, trial in fresh:
                 data = wire.encode_trial(trial, self._workers.get(compat.trial_id(trial)))
-                old = self._trials.get(data["id"])
-                if trial.state.is_finished() and (old is None or old["state"] != data["state"]):
+                old = self._states.get(data["id"])
+                if trial.state.is_finished() and old != data["state"]:
                     finished.append(data["id"])
                 self._put_trial(study_id, data)
         return finished
@@ -316,15 +316,13 @@ class Store:
                     missing.append(study_id)
                     continue
                 cursor = cursors.get(study_id, 0)
-                if cursor > len(log):  # a cursor from another store: start over
-                    cursor = 0
-                if cursor == len(log):
+                if cursor == log.end:
                     continue
-                changed = dict.fromkeys(log[cursor:])
+                changed = log.since(cursor)
                 deltas.append(
                     {
                         "study": study_id,
-                        "cursor": len(log),
+                        "cursor": log.end,
                         "trials": [self._packed[t] for t in changed if t != STUDY_CHANGED],
                         "meta": self._study_meta(study_id) if STUDY_CHANGED in changed else None,
                     }
@@ -337,9 +335,11 @@ class Store:
             return [
                 {
                     **self._study_meta(study_id),
-                    "trials": [
-                        self._trials[t] for t in dict.fromkeys(self._logs[study_id]) if t >= 0
-                    ],
+                    "trials": sorted(
+                        (wire.unpack_trial(self._packed[t]) for t in self._logs[study_id].ids()
+                         if t != STUDY_CHANGED),
+                        key=lambda trial: int(trial["number"]),
+                    ),
                 }
                 for study_id in sorted(self._studies)
             ]
@@ -349,7 +349,7 @@ class Store:
         with self._lock:
             return {
                 "studies": len(self._studies),
-                "trials": len(self._trials),
+                "trials": len(self._packed),
                 "log entries": sum(map(len, self._logs.values())),
                 "heartbeats": len(self._heartbeats),
                 "trials known to run": len(self._running_on),
@@ -378,7 +378,7 @@ class Store:
 
     def _put_trial(self, study_id: int, data: wire.Trial) -> None:
         trial_id, state = data["id"], TrialState(data["state"])
-        self._trials[trial_id] = data
+        self._states[trial_id] = data["state"]
         self._packed[trial_id] = wire.pack_trial(data)
         self._trial_study[trial_id] = study_id
         self._logs[study_id].append(trial_id)
@@ -396,7 +396,8 @@ class Store:
         meta["system_attrs"] = json.loads(meta["system_attrs"])
         self._studies[meta["id"]] = meta
         self._names[meta["name"]] = meta["id"]
-        self._logs[meta["id"]] = [STUDY_CHANGED]
+        self._logs[meta["id"]] = log = ChangeLog()
+        log.append(STUDY_CHANGED)
 
     def _set_study_attr(self, study_id: int, kind: str, key: str, value: str) -> None:
         with self._lock:

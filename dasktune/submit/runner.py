@@ -11,7 +11,8 @@ Every way out of the loop leaves nothing behind: an objective's error fails its 
 unless listed in ``catch``, ends the run (the error is raised at the caller); an error of
 the sampler or of Optuna's tell does the same; a ``BaseException`` (``SystemExit``,
 ``KeyboardInterrupt``) aborts the run, failing its running trials, and reaches the caller
-with its type — it is returned, not raised, so it does not take the worker down.
+with its type. The runner returns that error rather than raise it (see
+:mod:`dasktune.submit.errors`): the caller gets it once, and the worker stays up.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import fields
 import threading
-import traceback
 from typing import Any
 
 from distributed import get_worker
@@ -40,6 +40,7 @@ from dasktune.storage.runs import Outcome
 from dasktune.storage.session import RunnerSession
 from dasktune.storage.wire import FAIL_REASON
 from dasktune.submit import pickling
+from dasktune.submit.errors import RemoteError
 from dasktune.submit.policy import invalid_values
 
 Objective = Callable[[optuna.Trial], Any]
@@ -101,14 +102,6 @@ def _load_spec(pickled: bytes) -> RunSpec:
 
 
 @dataclass
-class Abort:
-    """A ``BaseException`` that ended a runner, returned to the driver to raise there."""
-
-    error: BaseException
-    traceback: str
-
-
-@dataclass
 class StopRun(Exception):
     """Ends the run: ``error`` is raised at the caller, after the run ``outcome``."""
 
@@ -116,12 +109,10 @@ class StopRun(Exception):
     outcome: Outcome
 
 
-def run_trials(spec: RunSpec) -> int | Abort:
-    """Run trials of the run until its claims are refused; how many this runner ran.
-
-    An error that must stop the run (see the module docstring) is raised after the run is
-    ended on the scheduler — or returned as an :class:`Abort` for a ``BaseException``.
-    """
+def run_trials(spec: RunSpec) -> int | RemoteError:
+    """Run trials of the run until its claims are refused; how many this runner ran, or
+    the error that must stop the run (see the module docstring), returned once the run is
+    ended on the scheduler, for the driver to raise."""
     study, objective, run_id, catch = spec.study, spec.objective, spec.run_id, spec.catch
     storage = dask_storage(study)
     key = str(get_worker().get_current_task())
@@ -155,11 +146,7 @@ def run_trials(spec: RunSpec) -> int | Abort:
         report_refused(session.take_refused(), catch)  # met by leaving (its last writes)
     except StopRun as e:
         stopping(e)
-    if stop is None:
-        return ran
-    if isinstance(stop.error, Exception):
-        raise stop.error
-    return Abort(stop.error, "".join(traceback.format_exception(stop.error)))
+    return ran if stop is None else RemoteError(stop.error)
 
 
 def report_refused(refused: dict[int, Exception], catch: tuple[type[BaseException], ...]) -> None:

@@ -8,12 +8,17 @@ same for either:
 - :class:`TrialTasks` (define-and-run, with ``search_space``): this process asks each trial
   from the sampler, a task evaluates ``objective(params)`` on a worker, this process tells
   the result.
+
+Either returns the error that ends the run rather than raise it (see
+:mod:`dasktune.submit.errors`); a task that raises met something else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping
 import contextlib
+import time
 from typing import Any
 import uuid
 
@@ -29,8 +34,8 @@ from optuna.distributions import IntDistribution
 
 from dasktune import compat
 from dasktune.submit import policy
+from dasktune.submit.errors import RemoteError
 from dasktune.submit.runner import StopRun
-from dasktune.submit.runner import Abort
 from dasktune.submit.runner import fail_trial
 from dasktune.submit.runner import run_trials
 from dasktune.submit.runner import dask_storage
@@ -47,6 +52,7 @@ class Tasks:
     def __init__(self, client: Client, spec: RunSpec) -> None:
         self.client, self.spec = client, spec
         self.futures: dict[str, Any] = {}
+        self._let_go: list[str] = []  # keys of the tasks forgotten here, maybe not yet there
 
     @property
     def alive(self) -> int:
@@ -59,15 +65,18 @@ class Tasks:
         it is the scheduler's, none is spent here."""
         return WATCH_SECONDS if self.futures else 0.0
 
-    def reap(self, wait: float = 0.0) -> BaseException | Abort | None:
+    def reap(self, wait: float = 0.0) -> BaseException | None:
         """Forget the tasks that ended (waiting up to ``wait`` seconds for all to end); the
         first error among them that must stop the run."""
         if wait > 0 and self.futures:
             with contextlib.suppress(distributed.TimeoutError):
                 distributed.wait(self._all_futures(), timeout=wait)
-        return self._reap()
+        keys = list(self.futures)
+        error = self._reap()
+        self._let_go += [key for key in keys if key not in self.futures]
+        return error
 
-    def _reap(self) -> BaseException | Abort | None:
+    def _reap(self) -> BaseException | None:
         raise NotImplementedError
 
     def start(self, status: Mapping[str, Any], slots: int, concurrency: int | None) -> None:
@@ -75,8 +84,25 @@ class Tasks:
 
     def cancel(self) -> None:
         """Release the tasks (code already running in a worker thread finishes there)."""
-        self.client.cancel(list(self._all_futures()), force=True)
-        self.futures.clear()
+        if self.futures:  # (the scheduler logs every cancel, of nothing too)
+            self.client.cancel(list(self._all_futures()), force=True)
+            self._let_go += list(self.futures)
+            self.futures.clear()
+
+    def settle(self, timeout: float) -> None:
+        """Wait, up to ``timeout`` s, until no worker holds the result of a task let go here.
+
+        Dropping a future tells the scheduler in a message sent moments later: a script
+        that exits as ``optimize`` returns would close its cluster before, which logs that
+        it lost those results ("Removing worker ... caused the cluster to lose already
+        computed task(s)")."""
+        deadline = time.monotonic() + timeout
+        keys, self._let_go = self._let_go, []
+        while keys:
+            keys = compat.results_held(self.client, keys)
+            if not keys or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
 
     def _all_futures(self) -> list[Future[Any]]:
         return list(self.futures.values())
@@ -87,10 +113,10 @@ class RunnerTasks(Tasks):
 
     futures: dict[str, Future[Any]]
 
-    def _reap(self) -> BaseException | Abort | None:
+    def _reap(self) -> BaseException | None:
         """A runner killed with its worker (``KilledWorker``) is no error of the objective:
         the scheduler failed (and retried) its trial, and a new runner replaces it."""
-        error: BaseException | Abort | None = None
+        error: BaseException | None = None
         for key, future in list(self.futures.items()):
             if not future.done():
                 continue
@@ -101,8 +127,8 @@ class RunnerTasks(Tasks):
                     error = exc.with_traceback(future.traceback())
             elif future.status == "finished" and error is None:
                 result = future.result()
-                if isinstance(result, Abort):
-                    error = result
+                if isinstance(result, RemoteError):
+                    error = result.error
         return error
 
     def start(self, status: Mapping[str, Any], slots: int, concurrency: int | None) -> None:
@@ -129,7 +155,7 @@ class TrialTasks(Tasks):
                 distributed.wait(self._all_futures(), timeout=WATCH_SECONDS, return_when="FIRST_COMPLETED")
         return 0.0
 
-    def _reap(self) -> BaseException | Abort | None:
+    def _reap(self) -> BaseException | None:
         """Tell the trials whose evaluation ended; the first error that must stop the run."""
         study, storage = self.spec.study, dask_storage(self.spec.study)
         stop = None
@@ -138,13 +164,17 @@ class TrialTasks(Tasks):
                 continue
             del self.futures[key]
             try:
-                if future.status == "error":
-                    error = future.exception().with_traceback(future.traceback())
+                if future.status == "error":  # its worker died, say
+                    value, error = None, future.exception().with_traceback(future.traceback())
+                else:
+                    value = future.result()
+                    error = value.error if isinstance(value, RemoteError) else None
+                if error is not None:
                     fail_trial(study, storage, compat.trial_id(trial), f"{type(error).__name__}: {error}")
                     if not isinstance(error, self.spec.catch):
                         stop = stop or error
                 else:
-                    tell(study, storage, trial, future.result())
+                    tell(study, storage, trial, value)
             except StopRun as e:
                 stop = stop or e.error
         return stop
@@ -165,9 +195,17 @@ class TrialTasks(Tasks):
                 suggest(trial, name, distribution)
             key = f"dasktune-{spec.run_id}-trial-{trial.number}"
             future = self.client.submit(
-                spec.objective, trial.params, key=key, pure=False, resources=spec.resources
+                evaluate, spec.objective, trial.params, key=key, pure=False, resources=spec.resources
             )
             self.futures[key] = (future, trial)
+
+
+def evaluate(objective: Callable[[dict[str, Any]], Any], params: dict[str, Any]) -> Any:
+    """A define-and-run trial's task: ``objective(params)``, or its error, returned."""
+    try:
+        return objective(params)
+    except BaseException as e:
+        return RemoteError(e)
 
 
 def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:

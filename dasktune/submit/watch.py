@@ -33,7 +33,6 @@ from dasktune.storage.runs import Outcome
 from dasktune.storage.wire import FAIL_REASON
 from dasktune.submit import policy
 from dasktune.submit.progress import ProgressBar
-from dasktune.submit.runner import Abort
 from dasktune.submit.tasks import Tasks
 from dasktune.submit.tasks import WATCH_SECONDS
 
@@ -48,7 +47,8 @@ _SLOTS_EVERY_SECONDS = 1.0
 #: after they finish, in batches: under cheap trials a request per trial would cost the
 #: scheduler and the driver as much CPU as a worker's own overhead.
 WATCH_LINGER_SECONDS = 0.05
-#: How long a driver waits for the runners of a run that has ended to report.
+#: How long a driver waits for the runners of a run that has ended to report, and for the
+#: scheduler to let go of the results of its tasks.
 _SETTLE_SECONDS = 2.0
 
 
@@ -95,13 +95,9 @@ class RunWatch:
         self.status = self.storage.end_run(self.run.run_id, outcome, reason)
         return self.status
 
-    def result(self, error: BaseException | Abort | None) -> Run:
-        """The run, or the error it ended with, raised as the caller should get it."""
+    def result(self, error: BaseException | None) -> Run:
+        """The run, or the error it ended with (with its traceback on the worker)."""
         run, status = self.run, self.status
-        if isinstance(error, Abort):
-            raise error.error.with_traceback(None) from RuntimeError(
-                f"raised in a trial of dasktune.optimize on a worker:\n{error.traceback}"
-            )
         if error is not None:
             raise error
         if status["outcome"] == "deleted":
@@ -141,10 +137,10 @@ def drive(
     out ends the run on the scheduler."""
     study, storage = run.study, run.storage
     client = storage.client
-    watch = RunWatch(run, tasks, callbacks, show_progress_bar)
     heartbeats = storage.get_heartbeat_interval() is not None
+    watch = RunWatch(run, tasks, callbacks, show_progress_bar)  # closed by the finally below
     slots, slots_checked, warned = 0, 0.0, False
-    error: BaseException | Abort | None = None
+    error: BaseException | None = None
     try:
         with compat.optimize_loop(study):  # lets callbacks call study.stop()
             while True:
@@ -160,9 +156,8 @@ def drive(
                 failure = tasks.reap()
                 if failure is not None and error is None:
                     error = failure
-                    cause = failure.error if isinstance(failure, Abort) else failure
-                    outcome: Outcome = "aborted" if isinstance(failure, Abort) else "failed"
-                    status = watch.end(outcome, f"{type(cause).__name__}: {cause}")
+                    outcome: Outcome = "failed" if isinstance(failure, Exception) else "aborted"
+                    status = watch.end(outcome, f"{type(failure).__name__}: {failure}")
                 if status["done"] and tasks.alive:
                     # The run has ended on the scheduler: runners that are leaving report why
                     # (an error the caller must get) within moments. Any other is no longer
@@ -180,6 +175,8 @@ def drive(
                         slots, slots_checked = _slots(client, tasks.spec.resources), time.monotonic()
                         warned = warned or _warn_no_resources(slots, tasks.spec.resources)
                     tasks.start(status, slots, concurrency)
+        with contextlib.suppress(OSError):  # a scheduler gone holds no result any more
+            tasks.settle(_SETTLE_SECONDS)
     except BaseException:
         # KeyboardInterrupt (a notebook's stop button) or anything else: leave nothing
         # running — no new trial, running ones FAIL, tasks released.

@@ -10,12 +10,15 @@ import os
 from typing import Any
 import uuid
 import warnings
+import weakref
 
 from distributed import Client
+from distributed import get_client
 import optuna
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from dasktune.samplers import ParallelSampler
 from dasktune.storage import DaskStorage
 from dasktune.storage.wire import FAIL_REASON
 from dasktune.submit import optimize
@@ -200,12 +203,12 @@ def run(
         if local_dir is not None:
             os.makedirs(local_dir, exist_ok=True)
             url = f"journal://{os.path.abspath(os.path.join(local_dir, (name or 'tune') + '.log'))}"
-        storage = DaskStorage(url, client=client)
+        storage = _default_storage(client or get_client(), url)
     study = optuna.create_study(
         storage=storage,
         study_name=name or ("tune" if local_dir is not None else f"tune-{uuid.uuid4().hex[:8]}"),
         direction="minimize" if mode == "min" else "maximize",
-        sampler=search_alg or optuna.samplers.TPESampler(constant_liar=True),
+        sampler=search_alg or ParallelSampler(),
         pruner=_pruner(early_stopping, min_resource, max_resource, reduction_factor),
         load_if_exists=True,
     )
@@ -303,3 +306,18 @@ class _Failures:
             )
         if self.error is not None:
             study.stop()
+
+
+#: The storage ``tune.run`` keeps its studies in when given none, one per client and URL: a
+#: notebook that calls it a thousand times opens one storage on the scheduler, not a
+#: thousand, and the scheduler drops it when the client leaves.
+_storages: weakref.WeakKeyDictionary[Client, dict[str | None, DaskStorage]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _default_storage(client: Client, url: str | None) -> DaskStorage:
+    by_url = _storages.setdefault(client, {})
+    if url not in by_url:
+        by_url[url] = DaskStorage(url, client=client)
+    return by_url[url]

@@ -15,11 +15,16 @@
     return typeof url === "string" && rooted.test(url) ? prefix + url : url;
   }
 
-  // Relative URLs would break as its router moves between paths of different depths.
+  // Relative URLs would break as its router moves between paths of different depths: the
+  // icon, and the way back to the Tuning page and Dask, are from the dashboard's root.
   var icon = document.createElement("link");
   icon.rel = "icon";
   icon.href = prefix + "/favicon.ico";
   document.head.appendChild(icon);
+  document.addEventListener("DOMContentLoaded", function () {
+    var root = prefix.replace(/tuning\/optuna\/[^\/]+$/, "");
+    document.querySelectorAll("#dasktune-nav a").forEach(function (a) { a.href = root + a.dataset.path; });
+  });
 
   var fetch = self.fetch;
   self.fetch = function (input, init) {
