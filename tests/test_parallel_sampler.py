@@ -463,6 +463,26 @@ def test_without_pytorch_it_warns_once_and_samples_with_tpe() -> None:
     assert float(done.stdout.split()[-1]) < 0.05
 
 
+def test_without_pytorch_cheap_trials_sample_with_tpe_and_say_nothing() -> None:
+    """The demo's case: trials of a millisecond never want the GP, so a missing PyTorch is
+    not worth a warning."""
+    script = textwrap.dedent("""
+        import sys, warnings
+        sys.modules["torch"] = None
+        import optuna
+        from dasktune.samplers import ParallelSampler
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            study = optuna.create_study(sampler=ParallelSampler(seed=0))
+            study.optimize(lambda t: (t.suggest_float("x", -1, 1) - 0.3) ** 2, n_trials=40)
+        assert not [str(w.message) for w in caught if "ParallelSampler" in str(w.message)]
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 # -- Where dasktune makes the study: create_study on a real cluster ---------------------------
 
 def sleepy(trial: optuna.Trial) -> float:

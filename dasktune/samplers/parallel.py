@@ -44,6 +44,7 @@ from dasktune.samplers.rules import Decision
 from dasktune.samplers.rules import Limits
 from dasktune.samplers.rules import median_duration
 from dasktune.samplers.rules import Method
+from dasktune.samplers.rules import NO_GP
 from dasktune.samplers.rules import StudyState
 
 _logger = optuna.logging.get_logger("optuna.dasktune")
@@ -107,8 +108,8 @@ class ParallelSampler(BaseSampler):
 
     Without PyTorch it warns once and samples with TPE where it would use the GP
     (``pip install "dasktune[gp]"`` installs what the GP needs). Which method samples each
-    trial is logged at DEBUG level, and every change of method at INFO level, by the
-    ``optuna.dasktune`` logger.
+    trial, and every change of method, is logged at DEBUG level by the ``optuna.dasktune``
+    logger (every runner's copy logs its own: at INFO they would fill a notebook).
 
     Args:
         seed:
@@ -156,7 +157,6 @@ class ParallelSampler(BaseSampler):
         self._last_method: Method | None = None
         if not gp_installed():
             self._gp_installed = False
-            _warn_once("gp", _NO_GP)
 
     # -- Optuna's sampler interface --------------------------------------------------------
 
@@ -171,12 +171,14 @@ class ParallelSampler(BaseSampler):
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         decision = choose(self._state(study, trial), self._limits)
         if decision.method in _GP and not self._gp_ready():
-            decision = Decision(Method.MULTIVARIATE_TPE, "PyTorch or SciPy is not installed")
+            decision = Decision(Method.MULTIVARIATE_TPE, NO_GP)
+        elif decision.reason == NO_GP:
+            _warn_once("gp", _NO_GP)  # the GP is wanted now, not before (cheap trials never want it)
         self._decisions[trial.number] = decision
         _logger.debug(f"Trial {trial.number}: {decision.method.value} ({decision.reason}).")
         if decision.method != self._last_method:
             self._last_method = decision.method
-            _logger.info(f"ParallelSampler samples with {_NAMES[decision.method]} from trial "
+            _logger.debug(f"ParallelSampler samples with {_NAMES[decision.method]} from trial "
                          f"{trial.number} on: {decision.reason}.")
         self._tpe.before_trial(study, trial)
 
@@ -233,8 +235,8 @@ class ParallelSampler(BaseSampler):
     def _gp_ready(self) -> bool:
         if self._gp_installed is None:
             self._gp_installed = gp_installed()
-            if not self._gp_installed:
-                _warn_once("gp", _NO_GP)
+        if not self._gp_installed:
+            _warn_once("gp", _NO_GP)
         return self._gp_installed
 
     def _state(self, study: Study, trial: FrozenTrial) -> StudyState:

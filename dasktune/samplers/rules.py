@@ -49,6 +49,10 @@ from dataclasses import dataclass
 import enum
 
 
+#: Why a trial that the GP would sample is not: what it needs is missing.
+NO_GP = "PyTorch or SciPy is not installed"
+
+
 class Method(str, enum.Enum):
     """How one trial is sampled."""
 
@@ -163,7 +167,7 @@ def choose(state: StudyState, limits: Limits = Limits()) -> Decision:
     cap = limits.max_gp_trials_multi_objective if multi else limits.max_gp_trials
     why_not_gp = None
     if not state.gp_installed:
-        why_not_gp = "PyTorch or SciPy is not installed"
+        why_not_gp = NO_GP
     elif multi and state.n_objectives > limits.max_gp_objectives:
         why_not_gp = f"more than {limits.max_gp_objectives} objectives"
     elif multi and "categorical" in state.kinds:
