@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 import time
+import urllib.request
 
 from distributed import Client
 import optuna
@@ -21,14 +22,27 @@ from dasktune.storage.wire import PLUGIN_NAME
 
 
 def kept(dask_scheduler) -> dict[str, object]:
-    """What the plugin holds and the threads storages run on, read on the scheduler."""
+    """What the plugin holds, the storage hosts still alive anywhere in the scheduler's
+    process (the Tuning pages hold some too), and the threads storages run on."""
+    import gc
     import threading
 
+    from dasktune.storage.host import StorageHost
+
     plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
+    gc.collect()
     return {
         "hosts": sorted(plugin.hosts) if plugin else [],
+        "alive": sum(isinstance(o, StorageHost) for o in gc.get_objects()),
         "threads": sorted(t.name for t in threading.enumerate() if t.name.startswith("dasktune-storage-")),
     }
+
+
+def look_at_the_tuning_page(client: Client) -> None:
+    """What a browser on /tuning or a Prometheus scrape of /metrics asks for."""
+    url = client.dashboard_link.replace("/status", "/tuning/api/studies")
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.status == 200
 
 
 def names(client: Client) -> list[str]:
@@ -76,12 +90,13 @@ def test_storages_of_clients_that_left_leave_no_host_thread_or_connection(
     closing it), and tune.run calls, each from a client of its own: once the clients are
     gone the plugin holds no host of them, and no thread or database connection is left."""
     with process_cluster.client() as watcher:
-        baseline = watcher.run_on_scheduler(kept)
+        baseline = watcher.run_on_scheduler(kept)  # no plugin yet: nothing
         for i in range(12):
             with Client(process_cluster.address, set_as_default=True) as client:
                 storage = DaskStorage(url, client=client)
                 study = optuna.create_study(storage=storage)
                 study.optimize(quadratic, n_trials=2)
+                look_at_the_tuning_page(client)
                 if i % 2:
                     storage.close()  # explicitly; the others by the client leaving
             with Client(process_cluster.address, set_as_default=True):

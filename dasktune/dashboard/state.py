@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from datetime import timedelta
 import threading
+import weakref
 from typing import Any
 
 from optuna.trial import TrialState
@@ -96,9 +97,9 @@ class TuningState:
         self, hosts: Hosts, handlers: Mapping[str, Callable[..., Any]], loop: asyncio.AbstractEventLoop | None
     ) -> None:
         self.hosts, self.handlers, self.loop = hosts, handlers, loop
-        self._storages: dict[str, tuple[StorageHost, HostStorage]] = {}
+        self._storages: dict[str, tuple[weakref.ref[StorageHost], HostStorage]] = {}
         self._shown: dict[tuple[str, int], ShownStudy] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def resolve(self, name: str) -> str:
         """The storage called ``name`` or, unambiguously, short-named so; ``KeyError``."""
@@ -115,10 +116,19 @@ class TuningState:
         host = self.hosts()[name]
         with self._lock:
             known = self._storages.get(name)
-            if known is None or known[0] is not host:
+            if known is None or known[0]() is not host:
                 assert self.loop is not None, "the plugin started"
-                known = self._storages[name] = (host, HostStorage(self.hosts, name, self.handlers, self.loop))
+                known = self._storages[name] = (weakref.ref(host), HostStorage(self.hosts, name, self.handlers, self.loop))
+                # The plugin drops a storage nobody holds (storage/holders.py): the pages
+                # forget it, and their copy of its studies, with it.
+                weakref.finalize(host, self._forget, name, known[1])
             return known[1]
+
+    def _forget(self, name: str, storage: HostStorage) -> None:
+        with self._lock:  # (re-entrant: the collector may run this inside a locked block)
+            if name in self._storages and self._storages[name][1] is storage:
+                self._storages = {n: known for n, known in self._storages.items() if n != name}
+            self._shown = {key: shown for key, shown in self._shown.items() if shown.backend is not storage}
 
     def study(self, storage: str, name: str) -> ShownStudy:
         """Study ``name`` of ``storage``, up to date; ``KeyError`` naming what is missing."""

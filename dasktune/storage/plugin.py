@@ -162,18 +162,21 @@ class StoragePlugin(SchedulerPlugin):
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(_SWEEP_SECONDS)
-            margin = parse_timedelta(dask.config.get(STALE_MARGIN, "60s"), "seconds")
-            for name, host in list(self.hosts.items()):
-                try:
-                    failed = await self._on_backend_thread(name, host.fail_stale_trials, margin)
-                    host.expire()
-                except Exception:  # a backend outage must not end the sweep
-                    logger.exception("DaskStorage %r: the periodic sweep failed", name)
-                    continue
-                if failed:
-                    logger.warning("DaskStorage %r: trials %s had no heartbeat; FAIL", name, failed)
-                self._notify(name)  # a deadline may have passed: watchers look again
-                await self._drop_if_unused(name)  # its last run may have ended
+            await self._sweep_once()  # (its own frame: no host stays referenced while asleep)
+
+    async def _sweep_once(self) -> None:
+        margin = parse_timedelta(dask.config.get(STALE_MARGIN, "60s"), "seconds")
+        for name, host in list(self.hosts.items()):
+            try:
+                failed = await self._on_backend_thread(name, host.fail_stale_trials, margin)
+                host.expire()
+            except Exception:  # a backend outage must not end the sweep
+                logger.exception("DaskStorage %r: the periodic sweep failed", name)
+                continue
+            if failed:
+                logger.warning("DaskStorage %r: trials %s had no heartbeat; FAIL", name, failed)
+            self._notify(name)  # a deadline may have passed: watchers look again
+            await self._drop_if_unused(name)  # its last run may have ended
 
     # -- cluster events ------------------------------------------------------------------
 
