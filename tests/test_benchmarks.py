@@ -137,3 +137,16 @@ def test_samplers_figure_compares_each_sampler_with_sequential_tpe(tmp_path: Pat
         assert f"| {name} | 4 |" in report, name
     for name, why in missing.items():
         assert f"{name}: {why}" in report
+
+
+def test_scheduler_memory_benchmark_reports_both_storages_and_the_change_log(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scheduler_memory", "--trials", "500", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tmp_path / "scheduler-memory.md").read_text()
+    rows = re.findall(r"^\| (.+?) \| ([\d,]+) \| [\d.]+ s \|$", report, flags=re.M)
+    assert [name.split(" ")[0] for name, _ in rows] == ["Optuna", "dasktune's"]
+    assert all(int(size.replace(",", "")) > 0 for _, size in rows)
+    assert re.search(r"Change log: [\d,]+ entries for 500 trials", report)
