@@ -50,6 +50,9 @@ WATCH_LINGER_SECONDS = 0.05
 #: How long a driver waits for the runners of a run that has ended to report, and for the
 #: scheduler to let go of the results of its tasks.
 _SETTLE_SECONDS = 2.0
+#: How long a driver whose run has ended, with no task left, waits to have seen every trial
+#: the scheduler counts as finished before it returns anyway (saying so): never for ever.
+_SEEN_GRACE_SECONDS = 10.0
 
 
 class RunWatch:
@@ -140,6 +143,7 @@ def drive(
     heartbeats = storage.get_heartbeat_interval() is not None
     watch = RunWatch(run, tasks, callbacks, show_progress_bar)  # closed by the finally below
     slots, slots_checked, warned = 0, 0.0, False
+    ended_at: float | None = None  # when the run was first seen done with no task left
     error: BaseException | None = None
     try:
         with compat.optimize_loop(study):  # lets callbacks call study.stop()
@@ -170,6 +174,14 @@ def drive(
                     tasks.cancel()
                 if policy.is_finished(status, tasks.alive, len(run.trials)):
                     break
+                if status["done"] and not tasks.alive:
+                    ended_at = ended_at or time.monotonic()
+                    if time.monotonic() - ended_at > _SEEN_GRACE_SECONDS:
+                        _logger.warning(
+                            f"Run {run.run_id}: the scheduler counts {status['finished']} finished "
+                            f"trials, {len(run.trials)} were reported here; returning without the rest."
+                        )
+                        break
                 if error is None:
                     if time.monotonic() - slots_checked > _SLOTS_EVERY_SECONDS:
                         slots, slots_checked = _slots(client, tasks.spec.resources), time.monotonic()
