@@ -131,6 +131,24 @@ def new_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
     return optuna.Trial(study, trial_id)
 
 
+#: The logger through which ``InMemoryStorage.create_new_study`` announces every study it
+#: creates at INFO (that of its private module ``optuna.storages._in_memory``).
+IN_MEMORY_LOGGER = "optuna.storages._in_memory"
+
+
+def quiet_study_creation(study_name: str) -> None:
+    """Drop ``InMemoryStorage``'s "A new study created" message for studies called
+    ``study_name`` (private copies made once per sampling); every other message stays. If
+    Optuna moves the logger, the filter is inert and the message shows again."""
+    import logging
+
+    class Quiet(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return study_name not in record.getMessage()
+
+    logging.getLogger(IN_MEMORY_LOGGER).addFilter(Quiet())
+
+
 def close_journal_backend(storage: JournalStorage) -> None:
     """Close the Redis connections of a ``JournalStorage`` over Redis
     (``JournalStorage._backend``, ``JournalRedisBackend._redis``): Optuna offers no way to

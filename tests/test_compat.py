@@ -294,3 +294,20 @@ def test_rdb_add_trials_numbers_on_and_writes_all_or_nothing(tmp_path) -> None:
     assert len(storage.get_all_trials(study_id)) == 1  # none of the 15 (3 batches flushed)
     compat.rdb_add_trials(storage, study_id, trials)
     assert [t.number for t in storage.get_all_trials(study_id)] == list(range(len(trials) + 1))
+
+
+def test_in_memory_logger_announces_new_studies_and_quiet_study_creation_drops_only_those_named(caplog) -> None:
+    import logging
+
+    from optuna.storages import InMemoryStorage
+
+    compat.quiet_study_creation("dasktune-test-quiet-copy")
+    with caplog.at_level(logging.INFO, logger=compat.IN_MEMORY_LOGGER):
+        optuna.logging.enable_propagation()
+        try:
+            optuna.create_study(storage=InMemoryStorage(), study_name="dasktune-test-quiet-copy")
+            optuna.create_study(storage=InMemoryStorage(), study_name="loud")
+        finally:
+            optuna.logging.disable_propagation()
+    announced = {r.getMessage() for r in caplog.records if r.name == compat.IN_MEMORY_LOGGER}
+    assert announced == {"A new study created in memory with name: loud"}

@@ -27,7 +27,6 @@ Constraints are copied in the format every supported Optuna reads
 from __future__ import annotations
 
 from collections.abc import Sequence
-import logging
 from typing import Any
 
 import numpy as np
@@ -40,6 +39,7 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 from packaging.version import Version
 
+from dasktune import compat
 from dasktune.samplers.region import inside
 
 #: The first Optuna whose GPSampler takes running trials into its acquisition for one and
@@ -81,21 +81,8 @@ def cap_at_median(values: np.ndarray) -> np.ndarray:
     return capped
 
 
-# -- Optuna internal (belongs in dasktune/compat.py) -------------------------------------
-# InMemoryStorage.create_new_study logs every study it creates at INFO, through the logger
-# of its private module: once per GP sampling here. This drops that one message for the
-# copies only (by their name); if Optuna moves the module, the filter is inert and the
-# message shows again, nothing else changes.
-_IN_MEMORY_LOGGER = "optuna.storages._in_memory"
-
-
-class _QuietCopies(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return _STUDY_NAME not in record.getMessage()
-
-
-logging.getLogger(_IN_MEMORY_LOGGER).addFilter(_QuietCopies())
-# -- end of the Optuna internal ----------------------------------------------------------
+# The copies are made once per GP sampling: Optuna's note of each would fill a log.
+compat.quiet_study_creation(_STUDY_NAME)
 
 
 def model_study(
