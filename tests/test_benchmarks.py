@@ -11,12 +11,16 @@ import sys
 ROOT = Path(__file__).parent.parent
 
 
-def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+def run_benchmark(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` from the repository's root, as a user runs it; it must exit 0."""
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
+    done = run_benchmark("benchmarks", "--quick", "--out", str(tmp_path), timeout=300)
     report = (tmp_path / "results.md").read_text()
     for heading in ["## Floors", "## Start-up", "## Overhead", "## Growth", "## Scaling", "## Scheduler load"]:
         assert heading in report, heading
@@ -28,11 +32,7 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
 
 
 def test_quick_parallel_benchmark_writes_its_report(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "parallel", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_benchmark("benchmarks", "parallel", "--quick", "--out", str(tmp_path), timeout=120)
     report = (tmp_path / "parallel.md").read_text()
     for heading in ["## Regret ratio at equal N", "## The sequential reference", "## Duplicate configurations",
                     "## Time to reach the sequential median result", "## Achieved concurrency",
@@ -43,11 +43,8 @@ def test_quick_parallel_benchmark_writes_its_report(tmp_path: Path) -> None:
         assert f"| {config} |" in report, config
     assert (tmp_path / "parallel.png").read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "parallel.json").exists() and (tmp_path / "parallel-runs.json.gz").exists()
-    again = subprocess.run(  # the report is remade from the saved runs alone
-        [sys.executable, "-m", "benchmarks", "parallel", "--quick", "--report-only", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
+    # The report is remade from the saved runs alone.
+    again = run_benchmark("benchmarks", "parallel", "--quick", "--report-only", "--out", str(tmp_path), timeout=60)
     assert (tmp_path / "parallel.md").read_text() == report
 
 
@@ -120,12 +117,8 @@ def test_in_flight_peer_is_the_sequential_run_at_p_1_and_keeps_p_trials_in_fligh
 
 
 def test_samplers_figure_compares_each_sampler_with_sequential_tpe(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "samplers", "--levels", "1,4", "--problems", "Ackley-5",
-         "--seeds", "2", "--trials", "20", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_benchmark("benchmarks", "samplers", "--levels", "1,4", "--problems", "Ackley-5", "--seeds", "2",
+                         "--trials", "20", "--out", str(tmp_path), timeout=300)
     report = (tmp_path / "parallel-samplers.md").read_text()
     # One in flight is the sequential reference itself: both ratios exactly 1.
     assert re.search(r"\| TPESampler \| 1 \| 1 \([^)]*\), 1 \|", report), report
@@ -140,11 +133,7 @@ def test_samplers_figure_compares_each_sampler_with_sequential_tpe(tmp_path: Pat
 
 
 def test_scheduler_memory_benchmark_reports_both_storages_and_the_change_log(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scheduler_memory", "--trials", "500", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_benchmark("benchmarks.scheduler_memory", "--trials", "500", "--out", str(tmp_path), timeout=300)
     report = (tmp_path / "scheduler-memory.md").read_text()
     rows = re.findall(r"^\| (.+?) \| ([\d,]+) \| [\d.]+ s \|$", report, flags=re.M)
     assert [name.split(" ")[0] for name, _ in rows] == ["Optuna", "dasktune's"]
