@@ -301,11 +301,11 @@ class ParallelSampler(BaseSampler):
             # at 32 in flight it did better than on the capped copy (-3.32 against -3.10 to
             # -3.26 on Hartmann-6, seeds 0-1: see benchmarks/results/parallel-sampler/).
             assumed.append(gp.sample_relative(study, trial, space))
-        for _ in range(min(blind, _MAX_BLIND) + 1 if not assumed else 0):
-            copied, copied_trial = view.model_study(study, trial, search_space, gp, assumed, region)
-            assumed.append(gp.sample_relative(copied, copied_trial, space))
-        params = assumed[-1]
-        params = self._distinct(study, trial, search_space, params)
+        else:
+            for _ in range(min(blind, _MAX_BLIND) + 1):
+                copied, copied_trial = view.model_study(study, trial, search_space, gp, assumed, region)
+                assumed.append(gp.sample_relative(copied, copied_trial, space))
+        params = self._distinct(study, trial, search_space, assumed[-1])
         self._gp_seconds.append((time.thread_time() - began) / len(assumed))
         return params
 

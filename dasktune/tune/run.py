@@ -317,6 +317,10 @@ _storages: weakref.WeakKeyDictionary[Client, dict[str | None, DaskStorage]] = (
 
 
 def _default_storage(client: Client, url: str | None) -> DaskStorage:
+    # Each storage refers to its client, so the weak keys alone never let go of one:
+    # clients that closed are dropped here.
+    for closed in [c for c in _storages if c.status in ("closing", "closed")]:
+        del _storages[closed]
     by_url = _storages.setdefault(client, {})
     if url not in by_url:
         by_url[url] = DaskStorage(url, client=client)
