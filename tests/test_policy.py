@@ -17,7 +17,7 @@ pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and di
 
 def status(n_trials: int | None = 10, claimed: int = 0, running: int = 0, **end: str) -> dict:
     book = RunBook()
-    book.open("r", 0, n_trials, None, 0, None)
+    book.open("r", 0, {"n_trials": n_trials, "timeout": None, "retries": 0, "client": None, "gated": False})
     if claimed:
         book.claim("r", "a", claimed, 0.0, "w", lambda study_id, n: list(range(n)))
     book.trials_finished(range(claimed - running))

@@ -13,13 +13,20 @@ from dasktune import compat
 from dasktune.storage import runs
 from dasktune.storage.host import StorageHost
 from dasktune.storage.runs import RunBook
+from dasktune.storage.wire import RunTerms
 
 pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and distributed
 
 
+def terms(
+    n_trials: int | None, timeout: float | None, retries: int | None, client: str | None, gated: bool = False
+) -> RunTerms:
+    return {"n_trials": n_trials, "timeout": timeout, "retries": retries, "client": client, "gated": gated}
+
+
 def _book(n_trials: int | None = 4, **kwargs) -> RunBook:
     book = RunBook()
-    book.open("r", 0, n_trials, kwargs.get("timeout"), kwargs.get("retries", 0), kwargs.get("client"))
+    book.open("r", 0, terms(n_trials, kwargs.get("timeout"), kwargs.get("retries", 0), kwargs.get("client")))
     return book
 
 
@@ -110,20 +117,20 @@ def test_a_lost_trial_that_is_retried_gives_its_claim_back() -> None:
 
 def test_only_the_departed_clients_attached_runs_are_orphaned() -> None:
     book = RunBook()
-    book.open("attached", 0, None, None, 0, "client-1")
-    book.open("detached", 0, None, None, 0, None)
-    book.open("other", 0, None, None, 0, "client-2")
+    book.open("attached", 0, terms(None, None, 0, "client-1"))
+    book.open("detached", 0, terms(None, None, 0, None))
+    book.open("other", 0, terms(None, None, 0, "client-2"))
     assert book.client_removed("client-1") == ["attached"]
 
 
 def test_a_deleted_studys_live_runs_end_and_its_ended_runs_go() -> None:
     book = RunBook()
-    book.open("live", 0, None, None, 0, None)
+    book.open("live", 0, terms(None, None, 0, None))
     claim(book, "live")
-    book.open("ended", 0, 1, None, 0, None)
+    book.open("ended", 0, terms(1, None, 0, None))
     claim(book, "ended")
     book.trials_finished([1])
-    book.open("other", 1, None, None, 0, None)
+    book.open("other", 1, terms(None, None, 0, None))
     book.study_deleted(0, "study 's' was deleted")
     assert "ended" not in book.runs
     status, finished = book.status("live")
@@ -135,10 +142,10 @@ def test_a_deleted_studys_live_runs_end_and_its_ended_runs_go() -> None:
 def test_ended_runs_are_dropped_after_their_retention(monkeypatch) -> None:
     book = RunBook()
     for i in range(runs.MAX_ENDED_RUNS + 5):
-        book.open(f"r{i}", 0, 1, None, 0, None)
+        book.open(f"r{i}", 0, terms(1, None, 0, None))
         claim(book, f"r{i}")
         book.trials_finished([i])
-    book.open("live", 0, None, None, 0, None)
+    book.open("live", 0, terms(None, None, 0, None))
     assert len(book.expire()) == 5
     assert len(book.runs) == runs.MAX_ENDED_RUNS + 1
     assert len(book.expire(now=float("inf"))) == runs.MAX_ENDED_RUNS
@@ -150,7 +157,7 @@ def test_ended_runs_are_dropped_after_their_retention(monkeypatch) -> None:
 def _host_with_run(n_trials: int | None = 3, retries: int = 1) -> tuple[StorageHost, int]:
     host = StorageHost(InMemoryStorage(), None)
     (study_id,), _ = host.execute([["create_new_study", [[1], "s"], None]])
-    host.execute([["open_run", ["r", study_id, n_trials, None, retries, None], None]])
+    host.execute([["open_run", ["r", study_id, terms(n_trials, None, retries, None)], None]])
     return host, study_id
 
 
@@ -206,7 +213,7 @@ def test_deleting_a_study_ends_its_run_and_keeps_nothing_of_it() -> None:
 def test_a_worker_removed_after_a_deletion_still_fails_other_studies_trials() -> None:
     host, study_id = _host_with_run(n_trials=None)
     (other,), _ = host.execute([["create_new_study", [[1], "other"], None]])
-    host.execute([["open_run", ["o", other, None, None, 0, None], None]])
+    host.execute([["open_run", ["o", other, terms(None, None, 0, None)], None]])
     host.execute([["claim_trials", ["r", "k", 1, 0.0], None]], worker="w")
     (claimed,), _ = host.execute([["claim_trials", ["o", "k2", 1, 0.0], None]], worker="w")
     host.execute([["delete_study", [study_id], None]])
@@ -217,7 +224,7 @@ def test_a_worker_removed_after_a_deletion_still_fails_other_studies_trials() ->
 def test_the_client_of_an_attached_run_leaving_orphans_it() -> None:
     host = StorageHost(InMemoryStorage(), None)
     (study_id,), _ = host.execute([["create_new_study", [[1], "s"], None]])
-    host.execute([["open_run", ["r", study_id, None, None, 0, "client-1"], None]])
+    host.execute([["open_run", ["r", study_id, terms(None, None, 0, "client-1")], None]])
     host.execute([["claim_trials", ["r", "k", 1, 0.0], None]], worker="w")
     assert host.client_removed("client-1") == ["r"]
     status, _ = host.runs.status("r")

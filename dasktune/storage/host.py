@@ -198,19 +198,11 @@ class StorageHost:
 
     # -- runs: the operations that involve the store too -----------------------------------
 
-    def open_run(
-        self,
-        run_id: str,
-        study_id: int,
-        n_trials: int | None,
-        timeout: float | None,
-        retries: int | None,
-        client: str | None,
-        gated: bool = False,
-    ) -> wire.RunStatus:
-        """Start accounting for one ``optimize`` call (again: the existing run's status)."""
+    def open_run(self, run_id: str, study_id: int, terms: wire.RunTerms) -> wire.RunStatus:
+        """Start accounting for one ``optimize`` call in a study that exists (again: the
+        existing run's status)."""
         self.store.check_study(study_id)
-        return self.runs.open(run_id, study_id, n_trials, timeout, retries, client, gated)
+        return self.runs.open(run_id, study_id, terms)
 
     def claim_trials(
         self, run_id: str, key: str | None, wanted: int, seconds_per_trial: float

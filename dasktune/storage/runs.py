@@ -158,21 +158,12 @@ class RunBook:
     # -- lifecycle -----------------------------------------------------------------------
 
     @_locked
-    def open(
-        self,
-        run_id: str,
-        study_id: int,
-        n_trials: int | None,
-        timeout: float | None,
-        retries: int | None,
-        client: str | None,
-        gated: bool = False,
-    ) -> wire.RunStatus:
+    def open(self, run_id: str, study_id: int, terms: wire.RunTerms) -> wire.RunStatus:
         """Start accounting for one ``optimize`` call (again: the existing run's status)."""
         if run_id not in self.runs:
-            run = RunRecord(run_id, study_id, n_trials, timeout, retries, client, gated=gated)
-            if timeout is not None:
-                run.deadline = time.monotonic() + timeout
+            run = RunRecord(run_id, study_id, **terms)
+            if run.timeout is not None:
+                run.deadline = time.monotonic() + run.timeout
             self.runs[run_id] = run
         return self.runs[run_id].status()
 

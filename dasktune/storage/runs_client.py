@@ -37,24 +37,15 @@ if TYPE_CHECKING:
 class RunClient(SchedulerProtocol):
     """The run requests of a ``DaskStorage`` (see the module docstring)."""
 
-    def open_run(
-        self,
-        run_id: str,
-        study_id: int,
-        n_trials: int | None,
-        timeout: float | None,
-        retries: int | None,
-        client_id: str | None,
-        gated: bool = False,
-    ) -> wire.RunStatus:
+    def open_run(self, run_id: str, study_id: int, terms: wire.RunTerms) -> wire.RunStatus:
         """Open the run ``run_id`` of ``study_id`` on the scheduler, which then enforces its
-        budget. ``retries``: how often a trial lost with its worker is retried (``None``:
-        as the stale-trial callback run by the driver decides, see :meth:`decide_lost`).
-        ``client_id``: the Dask client that drives it (the run ends if that client
-        leaves), ``None`` for a detached run. ``gated``: its driver runs callbacks, which
-        see each trial before the trial's runner starts another (see
-        :mod:`dasktune.storage.runs`)."""
-        op = self._write("open_run", run_id, study_id, n_trials, timeout, retries, client_id, gated)
+        budget. ``terms["retries"]``: how often a trial lost with its worker is retried
+        (``None``: as the stale-trial callback run by the driver decides, see
+        :meth:`decide_lost`). ``terms["client"]``: the Dask client that drives it (the run
+        ends if that client leaves), ``None`` for a detached run. ``terms["gated"]``: its
+        driver runs callbacks, which see each trial before the trial's runner starts another
+        (see :mod:`dasktune.storage.runs`)."""
+        op = self._write("open_run", run_id, study_id, terms)
         (status,) = self._call([op])
         return cast(wire.RunStatus, status)
 

@@ -140,6 +140,16 @@ class OpenReply(TypedDict):
     created: bool
 
 
+class RunTerms(TypedDict):
+    """What an ``optimize`` call asks of its run when it opens it (see ``RunRecord``)."""
+
+    n_trials: int | None  # the budget of trials to start
+    timeout: float | None  # seconds from the open, after which no trial starts
+    retries: int | None  # a lost trial's retries; None: the stale-trial callback decides
+    client: str | None  # the Dask client driving it; None: detached
+    gated: bool  # its driver runs callbacks, which see each trial before the next starts
+
+
 class RunStatus(TypedDict):
     """A run of ``dasktune.optimize`` as the scheduler reports it."""
 

@@ -188,15 +188,11 @@ def optimize(
     deciding = storage.get_heartbeat_stale_trial_callback() is not None
 
     def start() -> Run:
-        storage.open_run(
-            run_id,
-            compat.study_id(study),
-            n_trials,
-            timeout,
-            None if deciding else retries,
-            None if detach else client.id,
-            gated=spec.gated,
-        )
+        terms: wire.RunTerms = {
+            "n_trials": n_trials, "timeout": timeout, "retries": None if deciding else retries,
+            "client": None if detach else client.id, "gated": spec.gated,
+        }
+        storage.open_run(run_id, compat.study_id(study), terms)
         if not detach:
             return drive(Run(study, run_id), _tasks(client, spec), callbacks, concurrency, show_progress_bar)
         future = client.submit(

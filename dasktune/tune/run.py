@@ -155,38 +155,13 @@ def run(
         RuntimeError: ``max_failure`` consecutive trials failed; the message has the last
             error.
     """
-    if not callable(training_function):
-        raise TypeError(f"training_function must be callable, not {type(training_function).__name__}.")
-    metric = metric or "_metric"
-    mode = mode or "min"
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', not {mode!r}.")
-    if not isinstance(num_samples, int) or not (num_samples == -1 or num_samples >= 1):
-        raise ValueError(f"num_samples must be a positive int, or -1 with time_budget_s, not {num_samples!r}.")
-    if num_samples == -1 and time_budget_s is None:
-        raise ValueError("num_samples=-1 runs until time_budget_s is spent: pass time_budget_s too.")
+    metric, mode = metric or "_metric", mode or "min"
     points = [dict(p) for p in points_to_evaluate or ()]
-    if evaluated_rewards is not None and len(evaluated_rewards) != len(points):
-        raise ValueError(
-            f"evaluated_rewards has {len(evaluated_rewards)} values for {len(points)} "
-            "points_to_evaluate: give one reward per point."
-        )
-    for kind, constraints in (("config_constraints", config_constraints), ("metric_constraints", metric_constraints)):
-        for constraint in constraints or ():
-            if len(constraint) != 3 or constraint[1] not in OPERATORS:
-                raise ValueError(
-                    f"{kind} entries are (what, op, bound) with op one of {sorted(OPERATORS)}, "
-                    f"not {constraint!r}."
-                )
-    if not isinstance(max_failure, int) or max_failure < 1:
-        raise ValueError(f"max_failure must be a positive int, not {max_failure!r}.")
-    if cat_hp_cost:
-        warnings.warn(
-            "tune.run: cat_hp_cost is FLAML's cost model for BlendSearch; Optuna's samplers "
-            "do not use it and it is ignored.",
-            stacklevel=2,
-        )
-
+    _check_arguments(
+        training_function, mode, num_samples, time_budget_s, points, evaluated_rewards,
+        (("config_constraints", config_constraints), ("metric_constraints", metric_constraints)),
+        max_failure, cat_hp_cost,
+    )
     typed = config if isinstance(config, type) and is_typed_space(config) else None
     if typed is None and config is not None and not isinstance(config, Mapping):
         raise TypeError(
@@ -212,20 +187,8 @@ def run(
         pruner=_pruner(early_stopping, min_resource, max_resource, reduction_factor),
         load_if_exists=True,
     )
-    fresh = not study.get_trials(deepcopy=False)
-    if fresh and low_cost_partial_config:
-        study.enqueue_trial(space.to_params(low_cost_partial_config))
-    if fresh and evaluated_rewards is not None:
-        for point, reward in zip(points, evaluated_rewards):
-            fixed = optuna.trial.FixedTrial(space.to_params(point))
-            space.sample(fixed)  # records the distributions of the point's parameters
-            study.add_trial(optuna.trial.create_trial(
-                params=fixed.params, distributions=fixed.distributions, value=float(reward),
-                user_attrs={reporting.RESULT: {metric: float(reward)}},
-            ))
-    elif fresh:
-        for point in points:
-            study.enqueue_trial(space.to_params(point))
+    if not study.get_trials(deepcopy=False):  # a study resumed keeps what it has
+        _seed(study, space, metric, points, evaluated_rewards, low_cost_partial_config)
 
     failures = _Failures(metric, max_failure)
     level = optuna.logging.get_verbosity()
@@ -253,6 +216,73 @@ def run(
         return None
 
     return ExperimentAnalysis(study, metric, mode, config_of, metric_constraints or ())
+
+
+def _check_arguments(
+    training_function: Callable[[Any], Any],
+    mode: str,
+    num_samples: int,
+    time_budget_s: float | None,
+    points: Sequence[Mapping[str, Any]],
+    evaluated_rewards: Sequence[float] | None,
+    constraint_lists: Sequence[tuple[str, Sequence[Constraint] | None]],
+    max_failure: int,
+    cat_hp_cost: Mapping[str, Any] | None,
+) -> None:
+    """Refuse, before anything starts, the arguments of :func:`run` that cannot work."""
+    if not callable(training_function):
+        raise TypeError(f"training_function must be callable, not {type(training_function).__name__}.")
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', not {mode!r}.")
+    if not isinstance(num_samples, int) or not (num_samples == -1 or num_samples >= 1):
+        raise ValueError(f"num_samples must be a positive int, or -1 with time_budget_s, not {num_samples!r}.")
+    if num_samples == -1 and time_budget_s is None:
+        raise ValueError("num_samples=-1 runs until time_budget_s is spent: pass time_budget_s too.")
+    if evaluated_rewards is not None and len(evaluated_rewards) != len(points):
+        raise ValueError(
+            f"evaluated_rewards has {len(evaluated_rewards)} values for {len(points)} "
+            "points_to_evaluate: give one reward per point."
+        )
+    for kind, constraints in constraint_lists:
+        for constraint in constraints or ():
+            if len(constraint) != 3 or constraint[1] not in OPERATORS:
+                raise ValueError(
+                    f"{kind} entries are (what, op, bound) with op one of {sorted(OPERATORS)}, "
+                    f"not {constraint!r}."
+                )
+    if not isinstance(max_failure, int) or max_failure < 1:
+        raise ValueError(f"max_failure must be a positive int, not {max_failure!r}.")
+    if cat_hp_cost:
+        warnings.warn(
+            "tune.run: cat_hp_cost is FLAML's cost model for BlendSearch; Optuna's samplers "
+            "do not use it and it is ignored.",
+            stacklevel=3,
+        )
+
+
+def _seed(
+    study: optuna.Study,
+    space: SearchSpace,
+    metric: str,
+    points: Sequence[Mapping[str, Any]],
+    evaluated_rewards: Sequence[float] | None,
+    low_cost_partial_config: Mapping[str, Any] | None,
+) -> None:
+    """A new study's first trials, as FLAML starts: the low-cost configuration, then the
+    given points (already evaluated ones added as finished trials with their rewards)."""
+    if low_cost_partial_config:
+        study.enqueue_trial(space.to_params(low_cost_partial_config))
+    if evaluated_rewards is None:
+        for point in points:
+            study.enqueue_trial(space.to_params(point))
+        return
+    for point, reward in zip(points, evaluated_rewards):
+        fixed = optuna.trial.FixedTrial(space.to_params(point))
+        space.sample(fixed)  # records the distributions of the point's parameters
+        study.add_trial(optuna.trial.create_trial(
+            params=fixed.params, distributions=fixed.distributions, value=float(reward),
+            user_attrs={reporting.RESULT: {metric: float(reward)}},
+        ))
 
 
 def _pruner(
