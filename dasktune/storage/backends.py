@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
 import dask.config
+from optuna.exceptions import StorageInternalError
 from optuna.storages import BaseStorage
 from optuna.storages import InMemoryStorage
 from optuna.storages import JournalStorage
@@ -146,7 +147,41 @@ def _open(url: str | None) -> BaseStorage:
         prefix = "".join(v for k, v in query if k == "prefix")
         plain = parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"]))
         return JournalStorage(JournalRedisBackend(urlunsplit(plain), prefix=prefix))
-    return RDBStorage(url)
+    # A pooled connection the database dropped while idle (a restart, a failover, an
+    # administrator's pg_terminate_backend) is replaced before use instead of failing the
+    # next operation; Optuna sets this for MySQL only.
+    return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+
+def lost_connection(error: BaseException) -> BaseException | None:
+    """The database driver's error behind ``error`` if it says the connection was lost
+    (SQLAlchemy flags such errors ``connection_invalidated`` and refills its pool; redis-py
+    raises its ``ConnectionError`` and reconnects on the next command), else ``None``."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if getattr(seen, "connection_invalidated", False):
+            return getattr(seen, "orig", None) or seen
+        if type(seen).__name__ == "ConnectionError" and type(seen).__module__.startswith("redis"):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def transactional(backend: BaseStorage) -> bool:
+    """Whether a call of ``backend`` that fails on a lost connection left nothing applied
+    (one database transaction, rolled back), so that it may be asked again."""
+    return isinstance(backend, RDBStorage)
+
+
+def unreachable(url: str | None, cause: BaseException) -> StorageInternalError:
+    """The error for a database that dropped its connection under a call that could not
+    be asked again, or again when asked once more."""
+    detail = " ".join(str(cause).split()).rstrip(".") or "no message"
+    return StorageInternalError(
+        f"The database of storage {_shown(url or '')!r} dropped its connection "
+        f"({type(cause).__name__}: {detail}). Is it up? The scheduler reconnects by itself "
+        "when it is: retry then."
+    )
 
 
 def close(backend: BaseStorage) -> None:

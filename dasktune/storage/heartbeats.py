@@ -82,6 +82,14 @@ class Heartbeats(SchedulerProtocol, compat.BaseHeartbeat):
         self._stale = set(stale)  # Optuna fails them next
         return list(stale)
 
+    def fail_stale_trials(self, study_id: int) -> list[int]:
+        """Fail the stale trials of ``study_id`` on the scheduler, those of ``optimize`` runs
+        as lost with their worker (retried as their run says): what the driver of a run
+        does where ``Study.optimize`` calls Optuna's ``fail_stale_trials``. The ids of the
+        other trials it failed, whose stale-trial callback the caller runs."""
+        (others,) = self._call([self._write("fail_stale_trials", study_id, self._grace())])
+        return list(others)
+
     def _stale_reason(self, trial_id: int, state: TrialState) -> list[wire.Op]:
         """The write that records why a stale trial fails, when Optuna's
         ``fail_stale_trials`` fails it (Optuna records no reason)."""

@@ -21,10 +21,12 @@ import logging
 import time
 from typing import Any
 from typing import cast
+from typing import TypeVar
 import uuid
 
 from optuna.storages import BaseStorage
 
+from dasktune.storage import backends
 from dasktune.storage import wire
 from dasktune.storage.requests import Answers
 from dasktune.storage.requests import MISSING
@@ -33,6 +35,7 @@ from dasktune.storage.runs import RunBook
 from dasktune.storage.store import Store
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Operation:
@@ -56,6 +59,7 @@ class StorageHost:
     """
 
     def __init__(self, backend: BaseStorage, url: str | None, named: bool = True) -> None:
+        self._transactional = backends.transactional(backend)
         self.url = url
         self.named = named  # its name was its user's (not made up for an unnamed storage)
         self._last_used = time.monotonic()
@@ -93,7 +97,10 @@ class StorageHost:
                 try:
                     if operation is None:
                         raise ValueError(f"Unknown storage operation {name!r}.")
-                    result = operation.method(self, *args)
+                    # A journal backend may have applied a write whose reply it lost: only
+                    # a write that is the same applied twice is asked again there.
+                    again = self._transactional or not operation.once
+                    result = self.reconnecting(operation.method, self, *args, again=again)
                 except Exception as e:  # every error goes back to the caller as data
                     return results, wire.encode_error(e, index)
                 if request_id is not None and operation.once and result != []:
@@ -105,6 +112,24 @@ class StorageHost:
         finally:
             self._refresh()
             self._worker = None
+
+    def reconnecting(self, fn: Callable[..., T], *args: Any, again: bool = True) -> T:
+        """``fn(*args)``, once more (``again``) if the database dropped its connection under
+        it (a restart, a failover, ``pg_terminate_backend``): a transactional backend rolled
+        the call back, and every backend reconnects. Raises an error naming the database if
+        it drops it again, or at once when not ``again``. (A connection lost in the instant
+        after a database committed would apply a write twice; that window is the commit's.)"""
+        for attempts_left in (again, False):
+            try:
+                return fn(*args)
+            except Exception as error:
+                cause = backends.lost_connection(error)
+                if cause is None:
+                    raise
+                if not attempts_left:
+                    raise backends.unreachable(self.url, cause) from error
+                logger.warning("DaskStorage: the database dropped its connection (%s); once more", cause)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def touched_studies(self, ops: list[wire.Op], results: list[Any]) -> set[int]:
         """Studies changed by the operations that ran, whose replicas a client must refresh."""
@@ -244,18 +269,7 @@ class StorageHost:
         """The scheduler removed ``worker``: its RUNNING trials become FAIL with ``reason``,
         and those of runs with retries left are retried with the same parameters. The failed
         trials' ids."""
-        failed = []
-        for trial_id in self.store.running_on(worker):
-            if not self.store.fail(trial_id, reason):
-                continue  # it finished just before
-            failed.append(trial_id)
-            run = self.runs.run_of(trial_id)
-            retried = (
-                run is not None
-                and run.retries is not None
-                and self.store.retry(trial_id, run.retries) is not None
-            )
-            self.runs.lost(trial_id, retried)
+        failed = [t for t in self.store.running_on(worker) if self._lose(t, reason)]
         self._refresh()
         return failed
 
@@ -266,13 +280,29 @@ class StorageHost:
             self.end_run(run_id, "orphaned", f"the client {client} that drove it left")
         return orphaned
 
-    def fail_stale_trials(self, margin: float) -> list[int]:
+    def fail_stale_trials(self, study_id: int, grace_period: float) -> list[int]:
+        """Fail the RUNNING trials of ``study_id`` whose heartbeat is older than
+        ``grace_period``, as Optuna's ``fail_stale_trials`` does before each trial: those of
+        an ``optimize`` run as lost with their worker (retried as the run says, or as the
+        caller's stale-trial callback decides), the others plain FAIL. Returns the ids of
+        the others, whose stale-trial callback the caller runs, as Optuna does."""
+        reason = f"no heartbeat for over {grace_period:g} s, its grace period"
+        others = []
+        for trial_id in self.store.get_stale_trial_ids(study_id, grace_period):
+            if self.runs.run_of(trial_id) is not None:
+                self._lose(trial_id, reason)
+            elif self.store.fail(trial_id, reason):
+                others.append(trial_id)
+        self._refresh()
+        return others
+
+    def fail_long_stale_trials(self, margin: float) -> list[int]:
         """Fail RUNNING trials whose heartbeat stopped ``margin`` seconds beyond their grace
-        period (see :meth:`Store.long_stale_trials`); their ids."""
+        period (see :meth:`Store.long_stale_trials`), those of runs as lost; their ids."""
         failed = [
             trial_id
             for trial_id, age in self.store.long_stale_trials(margin)
-            if self.store.fail(trial_id, f"no heartbeat for {age:.0f} s")
+            if self._lose(trial_id, f"no heartbeat for {age:.0f} s")
         ]
         self._refresh()
         return failed
@@ -284,8 +314,19 @@ class StorageHost:
 
     # -- internals -----------------------------------------------------------------------
 
+    def _lose(self, trial_id: int, reason: str) -> bool:
+        """A RUNNING trial is lost (its worker left, or went silent): FAIL with ``reason``,
+        and, if an ``optimize`` run has retries left for it, retried with its parameters.
+        ``False`` if it had finished already."""
+        if not self.store.fail(trial_id, reason):
+            return False
+        run = self.runs.run_of(trial_id)
+        retried = run is not None and run.retries is not None and self.store.retry(trial_id, run.retries) is not None
+        self.runs.lost(trial_id, retried)
+        return True
+
     def _refresh(self) -> None:
-        finished = self.store.refresh()
+        finished = self.reconnecting(self.store.refresh)
         if finished:
             self.runs.trials_finished(finished)
 
@@ -334,6 +375,7 @@ OPERATIONS: dict[wire.OpName, Operation] = {
     "locate_trial": Operation(_store("locate_trial"), "trial"),
     "record_heartbeat": Operation(_store("record_heartbeat")),
     "get_stale_trial_ids": Operation(_store("get_stale_trial_ids")),
+    "fail_stale_trials": Operation(_host("fail_stale_trials"), "study"),
     "open_run": Operation(_host("open_run"), "run"),
     "register_runner": Operation(_runs("register_runner"), once=True),
     "claim_trials": Operation(_host("claim_trials"), "run", once=True),

@@ -168,7 +168,7 @@ class StoragePlugin(SchedulerPlugin):
         margin = parse_timedelta(dask.config.get(STALE_MARGIN, "60s"), "seconds")
         for name, host in list(self.hosts.items()):
             try:
-                failed = await self._on_backend_thread(name, host.fail_stale_trials, margin)
+                failed = await self._on_backend_thread(name, host.reconnecting, host.fail_long_stale_trials, margin)
                 host.expire()
             except Exception:  # a backend outage must not end the sweep
                 logger.exception("DaskStorage %r: the periodic sweep failed", name)
@@ -194,7 +194,7 @@ class StoragePlugin(SchedulerPlugin):
         reason = why_removed(scheduler, worker, stimulus_id, self._memory_limits.pop(worker, 0))
         for name, host in list(self.hosts.items()):
             try:
-                failed = await self._on_backend_thread(name, host.worker_removed, worker, reason)
+                failed = await self._on_backend_thread(name, host.reconnecting, host.worker_removed, worker, reason)
             except Exception:  # one storage's outage must not spare the others' trials
                 logger.exception("DaskStorage %r: failing the trials of %s failed", name, worker)
                 continue
@@ -212,7 +212,7 @@ class StoragePlugin(SchedulerPlugin):
                 self._in_background(self._drop_if_unused(name))
 
     async def _orphan(self, name: str, host: StorageHost, client: str) -> None:
-        orphaned = await self._on_backend_thread(name, host.client_removed, client)
+        orphaned = await self._on_backend_thread(name, host.reconnecting, host.client_removed, client)
         logger.warning("DaskStorage %r: client %s left; runs %s orphaned", name, client, orphaned)
         self._notify(name)
 

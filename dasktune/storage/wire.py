@@ -86,6 +86,7 @@ OpName = Literal[
     "get_study_id_from_name", "get_all_studies", "create_new_trial", "set_trial_param",
     "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
     "set_trial_system_attr", "locate_trial", "record_heartbeat", "get_stale_trial_ids",
+    "fail_stale_trials",
     "open_run", "register_runner", "claim_trials", "end_run", "release_trials",
     "abandon_trials", "decide_lost", "run_status", "find_runs",
 ]

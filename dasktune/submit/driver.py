@@ -138,7 +138,8 @@ def optimize(
             optimization go on; any other exception fails its trial, stops the run and is
             raised here with its original type and traceback.
         show_progress_bar: Show a tqdm bar (a widget in notebooks).
-        retries: How many times a trial lost to a dead worker is retried with the same
+        retries: How many times a trial lost with its worker (dead, removed by Dask, or
+            silent past the storage's heartbeat grace period) is retried with the same
             parameters (recorded in its ``failed_trial`` / ``retry_history`` system attrs).
         detach: Hand the whole optimization to the cluster and return at once; the client
             may close, and :func:`attach` finds the run again from any process.

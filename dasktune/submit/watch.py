@@ -141,6 +141,7 @@ def drive(
     study, storage = run.study, run.storage
     client = storage.client
     heartbeats = storage.get_heartbeat_interval() is not None
+    study_id = compat.study_id(study)
     watch = RunWatch(run, tasks, callbacks, show_progress_bar)  # closed by the finally below
     slots, slots_checked, warned = 0, 0.0, False
     ended_at: float | None = None  # when the run was first seen done with no task left
@@ -153,10 +154,11 @@ def drive(
                     _decide_lost(run, trial_id)
                 if heartbeats:
                     # As Study.optimize does before each trial: fail trials whose heartbeat
-                    # stopped, running the storage's stale-trial callback (e.g. a retry) here.
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                        optuna.storages.fail_stale_trials(study)
+                    # stopped. The run's own are lost trials (retried as a dead worker's,
+                    # or decided above by the stale-trial callback); the callback runs here
+                    # for the others, as Optuna runs it.
+                    for trial_id in storage.fail_stale_trials(study_id):
+                        _stale_callback(run, trial_id)
                 failure = tasks.reap()
                 if failure is not None and error is None:
                     error = failure
@@ -206,16 +208,22 @@ def _decide_lost(run: Run, trial_id: int) -> None:
     """Run the storage's stale-trial callback for a trial of ``run`` lost with its worker,
     as ``fail_stale_trials`` runs it for a trial whose heartbeat stopped, and tell the
     scheduler whether it enqueued a retry (which then takes the lost trial's place)."""
-    study, storage = run.study, run.storage
-    callback = storage.get_heartbeat_stale_trial_callback()
+    study = run.study
     waiting = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-    if callback is not None:
-        callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+    _stale_callback(run, trial_id)
     retried = any(
         t.number not in waiting
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     )
-    storage.decide_lost(run.run_id, trial_id, retried)
+    run.storage.decide_lost(run.run_id, trial_id, retried)
+
+
+def _stale_callback(run: Run, trial_id: int) -> None:
+    """The storage's stale-trial callback, if it has one, for the FAIL trial ``trial_id``
+    of ``run``'s study, given a copy as Optuna's ``fail_stale_trials`` gives it."""
+    callback = run.storage.get_heartbeat_stale_trial_callback()
+    if callback is not None:
+        callback(run.study, copy.deepcopy(run.storage.get_trial(trial_id)))
 
 
 def _warn_no_resources(slots: int, resources: Mapping[str, float] | None) -> bool:
