@@ -95,7 +95,7 @@ class Heartbeats(SchedulerProtocol, compat.BaseHeartbeat):
         ``fail_stale_trials`` fails it (Optuna records no reason)."""
         if state != TrialState.FAIL or trial_id not in self._stale:
             return []
-        reason = f"no heartbeat for over {self._grace():g} s, its grace period"
+        reason = wire.stale_reason(self._grace())
         return [self._write("set_trial_system_attr", trial_id, wire.FAIL_REASON, wire.encode_attr(reason))]
 
     def _grace(self) -> float:

@@ -119,17 +119,16 @@ class StorageHost:
         the call back, and every backend reconnects. Raises an error naming the database if
         it drops it again, or at once when not ``again``. (A connection lost in the instant
         after a database committed would apply a write twice; that window is the commit's.)"""
-        for attempts_left in (again, False):
-            try:
-                return fn(*args)
-            except Exception as error:
-                cause = backends.lost_connection(error)
-                if cause is None:
-                    raise
-                if not attempts_left:
-                    raise backends.unreachable(self.url, cause) from error
-                logger.warning("DaskStorage: the database dropped its connection (%s); once more", cause)
-        raise AssertionError("unreachable: the second attempt returns or raises")
+        try:
+            return fn(*args)
+        except Exception as error:
+            cause = backends.lost_connection(error)
+            if cause is None:
+                raise
+            if not again:
+                raise backends.unreachable(self.url, cause) from error
+            logger.warning("DaskStorage: the database dropped its connection (%s); once more", cause)
+        return self.reconnecting(fn, *args, again=False)
 
     def touched_studies(self, ops: list[wire.Op], results: list[Any]) -> set[int]:
         """Studies changed by the operations that ran, whose replicas a client must refresh."""
@@ -286,7 +285,7 @@ class StorageHost:
         an ``optimize`` run as lost with their worker (retried as the run says, or as the
         caller's stale-trial callback decides), the others plain FAIL. Returns the ids of
         the others, whose stale-trial callback the caller runs, as Optuna does."""
-        reason = f"no heartbeat for over {grace_period:g} s, its grace period"
+        reason = wire.stale_reason(grace_period)
         others = []
         for trial_id in self.store.get_stale_trial_ids(study_id, grace_period):
             if self.runs.run_of(trial_id) is not None:

@@ -170,6 +170,11 @@ class RunStatus(TypedDict):
     done: bool
 
 
+def stale_reason(grace_period: float) -> str:
+    """The ``fail_reason`` of a trial failed because its heartbeat went stale."""
+    return f"no heartbeat for over {grace_period:g} s, its grace period"
+
+
 def encode_error(exc: BaseException, op: int | None = None) -> ErrorInfo:
     """The error envelope of an exception raised by operation ``op``."""
     name = type(exc).__name__
