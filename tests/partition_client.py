@@ -41,6 +41,13 @@ def trials_of(study: optuna.Study) -> list[dict]:
     ]
 
 
+def publish(path: Path, text: str) -> None:
+    """Write ``path`` whole: the test polls for it and must never read it half-written."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
 def main(spec: dict) -> None:
     out = Path(spec["out"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -49,7 +56,7 @@ def main(spec: dict) -> None:
         study = optuna.create_study(storage=storage, study_name="partition", load_if_exists=True)
         study.set_user_attr("duration", spec["duration"])
         client.wait_for_workers(spec["workers"], timeout=60)
-        (out / "started").write_text(str(time.time()))
+        publish(out / "started", str(time.time()))
         returned: dict = {"error": None}
         try:
             run = dasktune.optimize(study, objective, n_trials=spec["n_trials"], detach=spec["mode"] == "detached")
@@ -57,7 +64,7 @@ def main(spec: dict) -> None:
         except BaseException as error:  # what the caller sees is the point of the test
             returned["error"] = f"{type(error).__name__}: {error}"
         returned["returned"] = time.time()
-        (out / "returned.json").write_text(json.dumps(returned))
+        publish(out / "returned.json", json.dumps(returned))
 
         deadline = time.monotonic() + 600
         while not (out / "check").exists() and time.monotonic() < deadline:
@@ -66,7 +73,7 @@ def main(spec: dict) -> None:
             dasktune.attach(study).wait()
         final = {"trials": trials_of(study),
                  "runs": storage.find_runs(compat.study_id(study))}
-        (out / "final.json").write_text(json.dumps(final))
+        publish(out / "final.json", json.dumps(final))
 
 
 if __name__ == "__main__":
