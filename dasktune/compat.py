@@ -34,6 +34,9 @@ __all__ = [
     "BaseHeartbeat",
     "FrozenStudy",
     "close_journal_backend",
+    "SPAN_ID",
+    "dasktune_span",
+    "forget_released_groups",
     "OPTUNA_DASHBOARD_ROOT_PATHS",
     "add_dashboard_page",
     "dashboard_templates",
@@ -267,6 +270,51 @@ def imported_as_preload() -> bool:
             return True
         frame = frame.f_back  # type: ignore[assignment]
     return False
+
+
+#: The Dask span every dasktune task is computed in, for as long as the scheduler runs.
+SPAN_ID = "dasktune"
+
+
+@contextlib.contextmanager
+def dasktune_span() -> Iterator[None]:
+    """Tasks submitted inside are computed in the one span ``dasktune`` (its id fixed), unless
+    the caller is already in a span of their own (``distributed.span``), which they keep.
+
+    Dask puts every computation outside a span in a new ``default`` span and keeps each span,
+    and the task groups it refers to, for the scheduler's lifetime (dask/distributed#7977):
+    about 2 KiB for every ``optimize`` run, on a scheduler that runs for months. One fixed
+    span instead is one record, which :func:`forget_released_groups` keeps small, and it
+    shows dasktune's work as one line in the dashboard's fine performance metrics.
+    ``distributed.span`` always makes a new id, so the annotation is written as it writes it
+    (``{"name": tags, "ids": ids}``; no public way to reuse an id)."""
+    from dask.base import annotate
+    from dask.base import get_annotations
+
+    if "span" in get_annotations():
+        yield
+        return
+    with annotate(span={"name": (SPAN_ID,), "ids": (SPAN_ID,)}):
+        yield
+
+
+def forget_released_groups(scheduler: Scheduler) -> int:
+    """Let the ``dasktune`` span (:func:`dasktune_span`) drop the task groups the scheduler
+    has forgotten (the tasks of ended runs); how many it dropped.
+
+    A span keeps every task group it was given, for its totals; those of a run that ended
+    are of no further use, and kept they would grow the span with every run. The span's
+    cumulative worker metrics (what the dashboard shows) are kept apart from the groups and
+    stay. ``SpansSchedulerExtension.spans`` and ``Span.groups`` are not public."""
+    extension = scheduler.extensions.get("spans")
+    span = extension.spans.get(SPAN_ID) if extension is not None else None
+    if span is None:
+        return 0
+    live = {group for group in span.groups if scheduler.task_groups.get(group.name) is group}
+    dropped = len(span.groups) - len(live)
+    if dropped:
+        span.groups = live
+    return dropped
 
 
 def results_held(client: Client, keys: list[str]) -> list[str]:

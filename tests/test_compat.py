@@ -136,6 +136,60 @@ def test_results_held_names_the_tasks_whose_results_a_worker_holds(client) -> No
     wait_for(lambda: not compat.results_held(client, ["a-held-result"]), message="the result to go")
 
 
+def _span_of(key: str, dask_scheduler=None) -> tuple[str, tuple[str, ...]]:
+    """The id and name of the Dask span the task ``key`` is computed in."""
+    span = dask_scheduler.extensions["spans"].spans[dask_scheduler.tasks[key].group.span_id]
+    return span.id, span.name
+
+
+def test_dasktune_span_puts_tasks_in_one_span_and_leaves_a_callers_span_alone(client) -> None:
+    import distributed
+
+    # Keys as dasktune makes them: one task group, "dasktune", which Dask keeps in the span
+    # its first live task came with; so the caller's span is tried while no other is live.
+    with distributed.span("the user's"), compat.dasktune_span():
+        theirs = client.submit(int, 5, key="dasktune-s5-0123456789ab-runner-0badcafe")
+    theirs.result()
+    span_id, name = client.run_on_scheduler(_span_of, theirs.key)
+    assert name == ("the user's",) and span_id != compat.SPAN_ID
+    del theirs
+    wait_for(lambda: client.run_on_scheduler(lambda dask_scheduler: not dask_scheduler.tasks),
+             message="the caller's task to be forgotten")
+    with compat.dasktune_span():
+        ours = [client.submit(int, i, key=f"dasktune-s{i}-0123456789ab-runner-0badcafe") for i in range(2)]
+    client.gather(ours)
+    assert {client.run_on_scheduler(_span_of, f.key) for f in ours} == {(compat.SPAN_ID, (compat.SPAN_ID,))}
+
+
+def _forget(dask_scheduler=None) -> int:
+    return compat.forget_released_groups(dask_scheduler)
+
+
+def _groups_kept(dask_scheduler=None) -> list[str]:
+    return sorted(group.name for group in dask_scheduler.extensions["spans"].spans[compat.SPAN_ID].groups)
+
+
+def test_forget_released_groups_lets_the_span_drop_only_the_groups_dask_forgot() -> None:
+    from distributed import Client
+    from distributed import LocalCluster
+
+    # A cluster of its own: on the suite's, dasktune's plugin calls this every second.
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
+        with compat.dasktune_span():
+            ended = client.submit(int, 1, key="dasktune-s1-0123456789ab-runner-0badcafe")
+            live = client.submit(int, 2, key="other-0123456789ab")  # another task group
+        client.gather([ended, live])
+        assert client.run_on_scheduler(_groups_kept) == ["dasktune", "other"]
+        del ended
+        wait_for(lambda: client.run_on_scheduler(lambda dask_scheduler: "dasktune" not in dask_scheduler.task_groups),
+                 message="Dask to forget the ended task's group")
+        assert client.run_on_scheduler(_groups_kept) == ["dasktune", "other"]  # Dask alone keeps it
+        assert client.run_on_scheduler(_forget) == 1
+        assert client.run_on_scheduler(_groups_kept) == ["other"]
+        assert client.run_on_scheduler(_forget) == 0
+        assert live.result() == 2
+
+
 # -- distributed's dashboard and optuna-dashboard (the Tuning page) ----------------------
 
 

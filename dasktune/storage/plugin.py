@@ -35,7 +35,8 @@ State and cleanup: what the plugin keeps, and until when, is stated in
 live, then dropped or, named and durable, dormant). A sweep every second fails trials whose
 heartbeat stopped a minute past their grace period (Dask config
 ``distributed.dasktune.stale-trial-margin``), drops what has expired and the storages
-nothing holds. In-memory backends are served on the event loop (microseconds per
+nothing holds, and lets Dask's span of dasktune's tasks forget the task groups of ended runs
+(``compat.dasktune_span``: Dask would otherwise keep a span per run for ever). In-memory backends are served on the event loop (microseconds per
 operation); every other backend runs on a thread of its own, one call at a time, so disk or
 database I/O never blocks the scheduler.
 
@@ -65,6 +66,7 @@ from dask.utils import parse_timedelta
 from distributed import Scheduler
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from dasktune import compat
 from dasktune.storage import backends
 from dasktune.storage import wire
 from dasktune.storage.backend_thread import run_on
@@ -166,6 +168,8 @@ class StoragePlugin(SchedulerPlugin):
 
     async def _sweep_once(self) -> None:
         margin = parse_timedelta(dask.config.get(STALE_MARGIN, "60s"), "seconds")
+        if self.scheduler is not None:
+            compat.forget_released_groups(self.scheduler)  # the tasks of ended runs
         for name, host in list(self.hosts.items()):
             try:
                 failed = await self._on_backend_thread(name, host.reconnecting, host.fail_long_stale_trials, margin)

@@ -196,9 +196,10 @@ def optimize(
         storage.open_run(run_id, compat.study_id(study), terms)
         if not detach:
             return drive(Run(study, run_id), _tasks(client, spec), callbacks, concurrency, show_progress_bar)
-        future = client.submit(
-            _drive_detached, spec, callbacks, concurrency, key=f"dasktune-{run_id}-driver", pure=False
-        )
+        with compat.dasktune_span():
+            future = client.submit(
+                _drive_detached, spec, callbacks, concurrency, key=f"dasktune-{run_id}-driver", pure=False
+            )
         fire_and_forget(future)
         return Run(study, run_id)
 

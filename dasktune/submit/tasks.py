@@ -135,9 +135,10 @@ class RunnerTasks(Tasks):
         spec = self.spec
         for _ in range(policy.runners_to_start(status, self.alive, slots, concurrency)):
             key = f"dasktune-{spec.run_id}-runner-{uuid.uuid4().hex[:8]}"
-            self.futures[key] = self.client.submit(
-                run_trials, spec, key=key, pure=False, resources=spec.resources
-            )
+            with compat.dasktune_span():
+                self.futures[key] = self.client.submit(
+                    run_trials, spec, key=key, pure=False, resources=spec.resources
+                )
 
 
 class TrialTasks(Tasks):
@@ -194,9 +195,10 @@ class TrialTasks(Tasks):
             for name, distribution in spec.search_space.items():
                 suggest(trial, name, distribution)
             key = f"dasktune-{spec.run_id}-trial-{trial.number}"
-            future = self.client.submit(
-                evaluate, spec.objective, trial.params, key=key, pure=False, resources=spec.resources
-            )
+            with compat.dasktune_span():
+                future = self.client.submit(
+                    evaluate, spec.objective, trial.params, key=key, pure=False, resources=spec.resources
+                )
             self.futures[key] = (future, trial)
 
 
