@@ -171,3 +171,55 @@ def test_tls_cluster_admits_only_clients_with_its_certificates(
             assert len(run.trials) == 12 and len(study.trials) == 12
     finally:
         cluster.close()
+
+
+def test_a_run_needs_none_of_the_users_modules_on_the_scheduler(tmp_path: Path, monkeypatch) -> None:
+    """An objective and a sampler from a module that only the client and the workers can
+    import run (a scheduler in a container of its own has dasktune, not the user's code):
+    the scheduler passes a run on as bytes, and keeps no study or sampler of it."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "users_own.py").write_text(textwrap.dedent("""
+        import optuna
+
+        class Sampler(optuna.samplers.RandomSampler):
+            pass
+
+        def objective(trial):
+            return trial.suggest_float("x", -1, 1) ** 2
+    """))
+    cluster = ProcessCluster(tmp_path)
+    try:
+        cluster.start_scheduler()
+        monkeypatch.setenv("PYTHONPATH", str(code))  # the workers' (the scheduler's is set)
+        for _ in range(2):
+            cluster.start_worker()
+        cluster.wait_for_workers(2)
+        monkeypatch.syspath_prepend(str(code))
+        import users_own
+
+        with cluster.client() as client:
+            assert not client.run_on_scheduler(_can_import, "users_own")
+            for detach in (False, True):
+                study = optuna.create_study(storage=dasktune.DaskStorage(client=client), sampler=users_own.Sampler())
+                run = dasktune.optimize(study, users_own.objective, n_trials=8, client=client, detach=detach)
+                if detach:
+                    run.wait()
+                assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 8
+            assert client.run_on_scheduler(_studies_built) == 0
+    finally:
+        cluster.close()
+
+
+def _can_import(name: str, dask_scheduler=None) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _studies_built(dask_scheduler=None) -> int:
+    """Optuna studies alive in the scheduler's process (a run's would be built by unpickling it)."""
+    import gc
+
+    gc.collect()
+    return sum(isinstance(o, optuna.Study) for o in gc.get_objects())

@@ -109,6 +109,72 @@ def test_storages_of_clients_that_left_leave_no_host_thread_or_connection(
                      message="the scheduler's PostgreSQL connections to close")
 
 
+def _scheduler_process(dask_scheduler=None) -> dict[str, int]:
+    """The scheduler process's RSS (after a collection) and thread count."""
+    import gc
+    import threading
+
+    import psutil
+
+    gc.collect()
+    return {"rss": psutil.Process().memory_info().rss, "threads": threading.active_count()}
+
+
+#: Dask's own bounded records of clients and messages, shortened on the scheduler of
+#: ``test_a_thousand_clients_that_left_leave_the_scheduler_as_it_was`` so that what grows is
+#: dasktune's: the last 1,000 messages to each worker and transitions (about 20 KiB a client
+#: of their own), and each client's events, kept an hour after it leaves.
+DASK_OWN_LOGS = {
+    "DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH": "10",
+    "DASK_DISTRIBUTED__ADMIN__LOG_LENGTH": "10",
+    "DASK_DISTRIBUTED__SCHEDULER__EVENTS_CLEANUP_DELAY": "1s",
+}
+
+
+@pytest.mark.timeout(900)
+def test_a_thousand_clients_that_left_leave_the_scheduler_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    """1,000 unnamed storages and 1,000 ``tune.run`` calls, each from a client of its own that
+    then leaves: afterwards the plugin holds no host of them, the scheduler runs no more
+    threads than before, and its RSS is within 10 MiB of what it was after a warm-up."""
+    for name, value in DASK_OWN_LOGS.items():
+        monkeypatch.setenv(name, value)
+    cluster = ProcessCluster(tmp_path)
+
+    def visit(i: int) -> None:
+        with Client(cluster.address, set_as_default=True) as client:
+            study = optuna.create_study(storage=DaskStorage(client=client))
+            study.optimize(quadratic, n_trials=1)
+        with Client(cluster.address, set_as_default=True):
+            tune.run(trainable, {"x": tune.uniform(-5, 5)}, num_samples=1, verbose=0)
+
+    try:
+        cluster.start(n_workers=2)
+        with cluster.client() as watcher:
+            nothing = watcher.run_on_scheduler(kept)  # no plugin yet: nothing
+            for i in range(VISITS_WARM_UP):  # imports, caches, Dask's own first allocations
+                visit(i)
+            wait_for(lambda: watcher.run_on_scheduler(kept) == nothing, timeout=30,
+                     message="the warm-up's storages to go")
+            before = watcher.run_on_scheduler(_scheduler_process)
+            started = time.monotonic()
+            for i in range(VISITS):
+                visit(i)
+            wait_for(lambda: watcher.run_on_scheduler(kept) == nothing, timeout=30,
+                     message="the plugin to drop every storage of the clients that left, and their threads")
+            assert names(watcher) == []
+            wait_for(lambda: watcher.run_on_scheduler(_scheduler_process)["threads"] <= before["threads"],
+                     timeout=30, message=f"the scheduler's threads to be back to {before['threads']}")
+            grown = watcher.run_on_scheduler(_scheduler_process)["rss"] - before["rss"]
+            assert grown <= 10 * 2**20, (
+                f"the scheduler grew {grown / 2**20:.1f} MiB over {VISITS} clients "
+                f"({time.monotonic() - started:.0f} s)")
+    finally:
+        cluster.close()
+
+
+VISITS_WARM_UP, VISITS = 100, 1000
+
+
 def test_a_closed_named_durable_storage_sleeps_and_wakes_with_every_study(
     process_cluster: ProcessCluster, tmp_path: Path
 ) -> None:

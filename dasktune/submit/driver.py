@@ -30,6 +30,7 @@ from dasktune.storage import wire
 from dasktune.submit.runner import Objective
 from dasktune.submit.runner import dask_storage
 from dasktune.submit.runner import RunSpec
+from dasktune.submit.runner import SealedSpec
 from dasktune.submit.tasks import RunnerTasks
 from dasktune.submit.tasks import Tasks
 from dasktune.submit.tasks import TrialTasks
@@ -231,8 +232,9 @@ def _tasks(client: Client, spec: RunSpec) -> Tasks:
     return RunnerTasks(client, spec) if spec.search_space is None else TrialTasks(client, spec)
 
 
-def _drive_detached(spec: RunSpec, callbacks: list[Callback], concurrency: int | None) -> int:
+def _drive_detached(sealed: RunSpec | SealedSpec, callbacks: list[Callback], concurrency: int | None) -> int:
     """The driver of a detached run, as a task on the cluster."""
+    spec = sealed.open()
     secede()  # a driver waits; it must not hold a worker thread that a runner could use
     client = get_client()
     dask_storage(spec.study).use_client(client)

@@ -88,17 +88,37 @@ class RunSpec:
         object.__setattr__(self, "_pickled", pickled)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_load_spec, (self._pickled,))
+        return (SealedSpec, (self._pickled,))
+
+    def open(self) -> RunSpec:
+        return self
 
 
-def _load_spec(pickled: bytes) -> RunSpec:
-    """A RunSpec from its bytes, keeping them (a detached driver sends it on as it got it)."""
-    spec = object.__new__(RunSpec)
-    names = [f.name for f in fields(RunSpec) if f.init]
-    for name, value in zip(names, pickling.loads(pickled)):
-        object.__setattr__(spec, name, value)
-    object.__setattr__(spec, "_pickled", pickled)
-    return spec
+class SealedSpec:
+    """A :class:`RunSpec` on its way to a worker: its bytes, and nothing else.
+
+    The scheduler unpickles every task's arguments, and keeps those of the last messages to
+    each worker (Dask's ``admin.low-level-log-length``, 1,000 by default). Sealed, a run's
+    study, sampler and objective are built nowhere but on the workers: the scheduler needs
+    none of the user's modules, and keeps a few kilobytes per message, not every object of a
+    sampler's state (77 KiB per ``tune.run`` call, measured)."""
+
+    __slots__ = ("pickled",)
+
+    def __init__(self, pickled: bytes) -> None:
+        self.pickled = pickled
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SealedSpec, (self.pickled,))
+
+    def open(self) -> RunSpec:
+        """The RunSpec, keeping its bytes (a detached driver sends it on as it got it)."""
+        spec = object.__new__(RunSpec)
+        names = [f.name for f in fields(RunSpec) if f.init]
+        for name, value in zip(names, pickling.loads(self.pickled)):
+            object.__setattr__(spec, name, value)
+        object.__setattr__(spec, "_pickled", self.pickled)
+        return spec
 
 
 @dataclass
@@ -109,10 +129,11 @@ class StopRun(Exception):
     outcome: Outcome
 
 
-def run_trials(spec: RunSpec) -> int | RemoteError:
+def run_trials(sealed: RunSpec | SealedSpec) -> int | RemoteError:
     """Run trials of the run until its claims are refused; how many this runner ran, or
     the error that must stop the run (see the module docstring), returned once the run is
     ended on the scheduler, for the driver to raise."""
+    spec = sealed.open()
     study, objective, run_id, catch = spec.study, spec.objective, spec.run_id, spec.catch
     storage = dask_storage(study)
     key = str(get_worker().get_current_task())
