@@ -24,19 +24,22 @@ from dasktune.cli.connect import CommandError
 from dasktune.cli.connect import check_storage_url
 from dasktune.cli.connect import connect
 from dasktune.cli.connect import find_study
+from dasktune.cli.connect import load_for_reading
 from dasktune.cli.connect import local_cluster
 from dasktune.cli.connect import open_storage
 from dasktune.cli.connect import storage_name
 from dasktune.cli.connect import storages
 from dasktune.cli.connect import study_url
 from dasktune.cli.connect import tuning_url
-from dasktune.cli.export import export
-from dasktune.cli.objective import load_objective
 from dasktune.cli.parser import PRUNERS
 from dasktune.cli.parser import SAMPLERS
+from dasktune.storage import DaskStorage
 from dasktune.storage import wire
 from dasktune.storage.protocol import scheduler_rpc
-from dasktune.submit.runner import dask_storage
+
+# Only what every command needs is imported above: a command that reads studies must not
+# pay for the modules of `run` (loading an objective, dasktune.submit) or `export`, which
+# import them when they run.
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -124,6 +127,8 @@ def make_pruner(name: str | None) -> optuna.pruners.BasePruner | None:
 
 def run(args: argparse.Namespace) -> int:
     """Optimize a study with an objective from a file or module on the cluster."""
+    from dasktune.cli.objective import load_objective
+
     objective = load_objective(args.objective)  # before connecting: a bad one creates nothing
     sampler, pruner = make_sampler(args.sampler, args.seed), make_pruner(args.pruner)
     with connect(args) as client:
@@ -172,7 +177,7 @@ def studies(args: argparse.Namespace) -> int:
         for storage in storages(client, args):
             # One request brings every study and its trials; the reads below answer from it.
             for frozen in storage.get_all_studies():
-                study = optuna.Study(study_name=frozen.study_name, storage=storage)
+                study = load_for_reading(frozen.study_name, storage)
                 rows.append(
                     {
                         "study": study.study_name,
@@ -197,9 +202,8 @@ def studies(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     """Describe one study: counts, best trials, runs and its latest trials."""
     with connect(args) as client:
-        study = find_study(client, args)
+        study, storage = find_study(client, args)
         trials = study.get_trials(deepcopy=False)
-        storage = dask_storage(study)
         runs = storage.find_runs(compat.study_id(study))
         best_trials = _best_trials(study)
         columns = render.value_columns(len(study.directions), study.metric_names)
@@ -238,7 +242,7 @@ def show(args: argparse.Namespace) -> int:
 def best(args: argparse.Namespace) -> int:
     """Print a study's best trial (all Pareto-optimal ones for several objectives)."""
     with connect(args) as client:
-        study = find_study(client, args)
+        study, _ = find_study(client, args)
         best_trials = _best_trials(study)
         if not best_trials:
             raise CommandError(f"study {args.study!r} has no completed trial yet.")
@@ -254,8 +258,8 @@ def best(args: argparse.Namespace) -> int:
 def cancel(args: argparse.Namespace) -> int:
     """Cancel the live runs of a study."""
     with connect(args) as client:
-        study = find_study(client, args)
-        ended = _cancel_runs(study, "cancelled from the command line")
+        study, storage = find_study(client, args)
+        ended = _cancel_runs(study, storage, "cancelled from the command line")
         if not ended:
             print(f"Study {args.study!r} has no live run.")
             return 0
@@ -268,7 +272,7 @@ def cancel(args: argparse.Namespace) -> int:
 def delete(args: argparse.Namespace) -> int:
     """Delete a study and all its trials, cancelling its live runs first."""
     with connect(args) as client:
-        study = find_study(client, args)
+        study, storage = find_study(client, args)
         n = len(study.get_trials(deepcopy=False))
         if not args.yes and not sys.stdin.isatty():
             raise CommandError(
@@ -280,15 +284,14 @@ def delete(args: argparse.Namespace) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 print("Nothing deleted.")
                 return 1
-        _cancel_runs(study, "its study is being deleted")
-        optuna.delete_study(study_name=args.study, storage=compat.study_storage(study))
+        _cancel_runs(study, storage, "its study is being deleted")
+        optuna.delete_study(study_name=args.study, storage=storage)
     print(f"Deleted study {args.study!r} ({n} trials).")
     return 0
 
 
-def _cancel_runs(study: optuna.Study, reason: str) -> list[wire.RunStatus]:
-    """Cancel every live run of ``study``, saying so; how each ended."""
-    storage = dask_storage(study)
+def _cancel_runs(study: optuna.Study, storage: DaskStorage, reason: str) -> list[wire.RunStatus]:
+    """Cancel every live run of ``study`` (kept in ``storage``), saying so; how each ended."""
     ended = []
     for run in storage.find_runs(compat.study_id(study)):
         if not run["done"]:
@@ -342,6 +345,13 @@ def _trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "params": trial.params,
         "duration_s": None if duration is None else round(duration, 3),
     }
+
+
+def export(args: argparse.Namespace) -> int:
+    """Copy a study into another Optuna storage: :func:`dasktune.cli.export.export`."""
+    from dasktune.cli.export import export as export_study
+
+    return export_study(args)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -42,7 +42,6 @@ from dasktune.storage.backends import check_url
 from dasktune.storage.backends import JOURNAL_SCHEME
 from dasktune.storage import wire
 from dasktune.storage.backends import open_backend
-from dasktune.submit.runner import dask_storage
 
 
 def export(args: argparse.Namespace) -> int:
@@ -53,8 +52,8 @@ def export(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         raise CommandError(f"cannot use --to {args.to!r}: {e}") from None
     with connect(args) as client:
-        study = find_study(client, args)
-        live = [r for r in dask_storage(study).find_runs(compat.study_id(study)) if not r["done"]]
+        study, storage = find_study(client, args)
+        live = [r for r in storage.find_runs(compat.study_id(study)) if not r["done"]]
         waited = bool(live) and (args.wait or _wants_to_wait(study, live))
         for run in live if waited else []:
             print(f"Waiting for run {run['run_id']} to end (Ctrl-C stops waiting, not the run).", flush=True)

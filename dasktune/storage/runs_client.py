@@ -27,11 +27,12 @@ import weakref
 from dasktune.storage import wire
 from dasktune.storage.protocol import GONE
 from dasktune.storage.protocol import SchedulerProtocol
-from dasktune.storage.runs import Outcome
 from dasktune.storage.session import RunnerSession
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from dasktune.storage.runs import Outcome  # the scheduler half: for annotations only
 
 
 class RunClient(SchedulerProtocol):
