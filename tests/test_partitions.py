@@ -207,3 +207,40 @@ def test_a_flapping_link_loses_nothing(cluster: Partitioned) -> None:
     final = cluster.final()
     assert_exact(final, 60)
     assert returned["returned"] - last_trial_end(final) < PROMPT
+
+
+@pytest.mark.timeout(240)
+def test_the_client_of_an_attached_run_cut_off_ends_its_run_and_its_call(cluster: Partitioned) -> None:
+    """The link of the process that called ``optimize`` goes down mid-run and stays down
+    past Dask's timeouts: the scheduler orphans the run (its trials FAIL, none is left
+    RUNNING, its runners leave), and the call raises, saying so, within seconds of Dask's
+    timeouts rather than never."""
+    started = cluster.start("attached", n_trials=60, duration=1.0)  # 30 s: past the timeouts
+    cut_when(started, 2.5)
+    cluster.net.cut("client")
+    cut = time.time()
+    returned = cluster.returned(timeout=120)
+    cluster.net.restore("client")
+    final = cluster.final()
+    states = Counter(t["state"] for t in final["trials"])
+    assert states["RUNNING"] == states["WAITING"] == 0, states
+    assert states["COMPLETE"] < 60 and states["FAIL"] >= 1, states
+    assert all(t["fail_reason"] for t in final["trials"] if t["state"] == "FAIL"), final["trials"]
+    (run,) = final["runs"]
+    assert run["outcome"] == "orphaned" and run["running"] == 0, run
+    assert returned["error"] is not None, returned
+    assert returned["returned"] - cut < TCP_TIMEOUT + 20, (returned, cut)
+
+
+@pytest.mark.timeout(240)
+def test_the_client_of_a_detached_run_cut_off_for_ever_costs_the_run_nothing(cluster: Partitioned) -> None:
+    """The process that started a detached run loses its link for good: the run goes on
+    without it and ends exact; any client attaches to it later."""
+    started = cluster.start("detached", n_trials=16, duration=1.0)
+    returned = cluster.returned()
+    assert returned["error"] is None and returned["run_id"], returned
+    cut_when(started, 2.5)
+    cluster.net.cut("client")
+    time.sleep(TCP_TIMEOUT + WORKER_TTL)  # past every timeout: the client is gone for Dask
+    cluster.net.restore("client")  # for the check's own client only
+    assert_exact(cluster.final(), 16)
