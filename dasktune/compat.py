@@ -34,6 +34,7 @@ __all__ = [
     "BaseHeartbeat",
     "FrozenStudy",
     "close_journal_backend",
+    "journal_created_trial",
     "SPAN_ID",
     "dasktune_span",
     "forget_released_groups",
@@ -150,6 +151,28 @@ def quiet_study_creation(study_name: str) -> None:
             return study_name not in record.getMessage()
 
     logging.getLogger(IN_MEMORY_LOGGER).addFilter(Quiet())
+
+
+def journal_created_trial(storage: BaseStorage, read_back: bool) -> int | None:
+    """The id of the last trial this ``JournalStorage`` object created (``None`` for any
+    other storage), as it knows it, or with ``read_back`` once it has read what was appended
+    since (a backend call).
+
+    A journal append whose reply was lost (Redis killed the connection after writing) may or
+    may not have landed, and Optuna's ``create_new_trial`` raises either way: this is how
+    the journal itself learns which trial an append created (``_sync_with_backend``, then
+    the replay's ``_last_created_trial_id_by_this_process``, under its ``_thread_lock``),
+    with no public way to ask. -1 before it created any."""
+    from optuna.storages import JournalStorage
+
+    if not isinstance(storage, JournalStorage):
+        return None
+    with storage._thread_lock:
+        if read_back:
+            storage._sync_with_backend()
+        # (Set by the first trial this object creates, or when it is unpickled.)
+        created: int = getattr(storage._replay_result, "_last_created_trial_id_by_this_process", -1)
+    return created
 
 
 def close_journal_backend(storage: JournalStorage) -> None:

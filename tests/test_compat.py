@@ -295,6 +295,22 @@ def _rich_study(directions: list[str]) -> optuna.Study:
     return study
 
 
+def test_journal_created_trial_is_the_last_trial_this_journal_storage_object_created(tmp_path) -> None:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = str(tmp_path / "journal.log")
+    ours, theirs = JournalStorage(JournalFileBackend(path)), JournalStorage(JournalFileBackend(path))
+    study_id = ours.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s")
+    assert compat.journal_created_trial(ours, read_back=True) == -1  # none yet
+    created = ours.create_new_trial(study_id)
+    theirs.create_new_trial(study_id)  # another writer's, appended after ours
+    assert compat.journal_created_trial(ours, read_back=False) == created
+    assert compat.journal_created_trial(ours, read_back=True) == created  # theirs read, not taken
+    assert len(ours.get_all_trials(study_id)) == 2  # read_back read the other writer's too
+    assert compat.journal_created_trial(InMemoryStorage(), read_back=True) is None
+
+
 @pytest.mark.parametrize("directions", [["minimize"], ["minimize", "maximize"]])
 def test_rdb_add_trials_writes_what_copy_study_writes(tmp_path, directions: list[str]) -> None:
     source = _rich_study(directions)

@@ -21,6 +21,8 @@ trials finished, and the host passes that on.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Iterator
+import contextlib
 import json
 import threading
 import time
@@ -32,6 +34,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from dasktune import compat
+from dasktune.storage import backends
 from dasktune.storage import wire
 from dasktune.storage.changelog import ChangeLog
 from dasktune.storage.changelog import STUDY_CHANGED
@@ -144,7 +147,18 @@ class Store:
         self, study_id: int, template: wire.Trial | None, worker: str | None = None
     ) -> int:
         trial = None if template is None else wire.decode_trial(template)
-        trial_id = self.backend.create_new_trial(study_id, template_trial=trial)
+        created_before = compat.journal_created_trial(self.backend, read_back=False)
+        try:
+            trial_id = self.backend.create_new_trial(study_id, template_trial=trial)
+        except Exception as error:
+            # A journal may have appended the trial and lost the reply: read it back rather
+            # than leave a trial RUNNING that nobody knows of (the caller would ask again).
+            if created_before is None or backends.lost_connection(error) is None:
+                raise
+            created = compat.journal_created_trial(self.backend, read_back=True)
+            if created is None or created == created_before:
+                raise
+            trial_id = created
         self._dirty[trial_id] = study_id
         if trial is None or trial.state == TrialState.RUNNING:
             self._runs_on(trial_id, worker)
@@ -155,63 +169,72 @@ class Store:
         (enqueued, or retries) first, then new ones."""
         started: list[int] = []
         waiting = self._waiting.get(study_id, {})
-        while waiting and len(started) < n:
-            candidate = next(iter(waiting))
-            del waiting[candidate]
-            if self.backend.set_trial_state_values(candidate, TrialState.RUNNING):
-                self._dirty[candidate] = study_id
-                self._runs_on(candidate, worker)
-                started.append(candidate)
-        while len(started) < n:
-            started.append(self.create_new_trial(study_id, None, worker))
+        try:
+            while waiting and len(started) < n:
+                candidate = next(iter(waiting))
+                del waiting[candidate]
+                with self._writing(candidate):
+                    claimed = self.backend.set_trial_state_values(candidate, TrialState.RUNNING)
+                if claimed:
+                    self._runs_on(candidate, worker)
+                    started.append(candidate)
+            while len(started) < n:
+                started.append(self.create_new_trial(study_id, None, worker))
+        except Exception:
+            # No run will hold what was started before the error: WAITING again, for the
+            # next claim (best effort: the database may be refusing every write just now).
+            for trial_id in started:
+                with contextlib.suppress(Exception):
+                    self.requeue(trial_id)
+            raise
         return started
 
     def set_trial_param(self, trial_id: int, name: str, value: float, distribution: str) -> None:
-        self.backend.set_trial_param(trial_id, name, value, wire.decode_distribution(distribution))
-        self._touch(trial_id)
+        with self._writing(trial_id):
+            self.backend.set_trial_param(trial_id, name, value, wire.decode_distribution(distribution))
 
     def set_trial_state_values(
         self, trial_id: int, state: int, values: list[float] | None, worker: str | None = None
     ) -> bool:
-        changed = self.backend.set_trial_state_values(trial_id, TrialState(state), values)
-        self._touch(trial_id)
+        with self._writing(trial_id):
+            changed = self.backend.set_trial_state_values(trial_id, TrialState(state), values)
         if changed and state == TrialState.RUNNING.value:
             self._runs_on(trial_id, worker)
         return changed
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
-        self.backend.set_trial_intermediate_value(trial_id, step, value)
-        self._touch(trial_id)
+        with self._writing(trial_id):
+            self.backend.set_trial_intermediate_value(trial_id, step, value)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: str) -> None:
-        self.backend.set_trial_user_attr(trial_id, key, json.loads(value))
-        self._touch(trial_id)
+        with self._writing(trial_id):
+            self.backend.set_trial_user_attr(trial_id, key, json.loads(value))
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: str) -> None:
-        self.backend.set_trial_system_attr(trial_id, key, json.loads(value))
-        self._touch(trial_id)
+        with self._writing(trial_id):
+            self.backend.set_trial_system_attr(trial_id, key, json.loads(value))
 
     def fail(self, trial_id: int, reason: str) -> bool:
         """Fail a RUNNING trial, recording ``reason`` in its ``fail_reason`` system
         attribute; ``False`` if it had finished meanwhile."""
         try:
-            self.backend.set_trial_system_attr(trial_id, wire.FAIL_REASON, reason)
-            self.backend.set_trial_state_values(trial_id, TrialState.FAIL)
+            with self._writing(trial_id):
+                self.backend.set_trial_system_attr(trial_id, wire.FAIL_REASON, reason)
+                self.backend.set_trial_state_values(trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:
             return False
-        self._touch(trial_id)
         return True
 
     def requeue(self, trial_id: int) -> bool:
         """Make a RUNNING trial that never started WAITING again (for the next claim);
         ``False`` if it had finished meanwhile."""
         try:
-            if not self.backend.set_trial_state_values(trial_id, TrialState.WAITING):
-                return False
+            with self._writing(trial_id):
+                if not self.backend.set_trial_state_values(trial_id, TrialState.WAITING):
+                    return False
         except UpdateFinishedTrialError:
             return False
         self._workers.pop(trial_id, None)  # no worker ran it
-        self._touch(trial_id)
         return True
 
     def retry(self, trial_id: int, retries: int) -> int | None:
@@ -375,6 +398,17 @@ class Store:
 
     def _touch(self, trial_id: int) -> None:
         self._dirty[trial_id] = self._trial_study[trial_id]
+
+    @contextlib.contextmanager
+    def _writing(self, trial_id: int) -> Iterator[None]:
+        """A write to ``trial_id``, which is read back from the backend afterwards even if
+        the write raised: a journal may have applied a write whose reply it lost, and a
+        trial left as the mirror last saw it would never be seen to finish."""
+        try:
+            yield
+        finally:
+            if trial_id in self._trial_study:
+                self._touch(trial_id)
 
     def _put_trial(self, study_id: int, data: wire.Trial) -> None:
         trial_id, state = data["id"], TrialState(data["state"])
