@@ -168,6 +168,10 @@ def _many_studies(client, repeat: int) -> list[tuple[str, float]]:
 #: each within 0.7 s idle, 1.5 s beside :data:`BUSY_LOOPS` busy loops).
 HELD_STUDIES = 100
 BUSY_LOOPS = 2
+#: Seconds for `studies`, `show`, `best` and `cancel` against those studies, end to end: idle,
+#: and beside the busy loops (issue 28).
+HELD_IDLE_CEILING, HELD_LOADED_CEILING = 0.7, 1.5
+HELD_FLOOR_COMMANDS = ("studies", "show", "best", "cancel")  # `export` is reported, without a floor
 #: What every command pays before its own work, each timed in a fresh process.
 FLOORS = [
     ("Python start-up (`python -c pass`)", "pass"),
@@ -245,6 +249,45 @@ def _median(repeat: int, *args: str, ok: int = 0) -> float:
     return statistics.median(times)
 
 
+def held_report(repeat: int = 7) -> str:
+    """The everyday commands against :data:`HELD_STUDIES` held studies, idle and beside
+    :data:`BUSY_LOOPS` busy loops, with what every command pays first, as a Markdown report
+    (``benchmarks/results/cli-held-studies.md``): the part of :func:`run` that the issue's
+    floors are about, which takes a minute and a half rather than the whole run's minutes."""
+    quiet()
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="dasktune-cli-timings-"))
+    try:
+        with process_cluster(n_workers=1) as cluster:
+            timings = _held_studies(cluster.client, work, repeat)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        "# The everyday commands, against a scheduler holding 100 studies",
+        "",
+        f"Made by `python -m benchmarks.cli_timings --held` on {commit}: each command a fresh process, the median "
+        f"of {repeat}; *busy loops*: that many `while True: pass` processes beside it. Load average (1, 5, 15 "
+        f"min) before: {', '.join(f'{x:.2f}' for x in load_before)}. The import rows are what any command pays "
+        "before its own work; a command is faster than a bare `import optuna, distributed` because it exits "
+        "without Python's teardown.",
+        "",
+        "| command | seconds | floor | result |",
+        "|---|---:|---:|---|",
+    ]
+    for name, seconds in timings:
+        held = re.fullmatch(r"(\w+), (\d+) studies held: (.+)", name)
+        floor = ""
+        if held and held[1] in HELD_FLOOR_COMMANDS:
+            ceiling = HELD_IDLE_CEILING if held[3] == "idle" else HELD_LOADED_CEILING
+            floor = f"<= {ceiling:g} s | {'PASS' if seconds <= ceiling else '**FAIL**'}"
+        lines.append(f"| {name} | {seconds:.3f} | {floor or ' | '} |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    for label, seconds in run():
-        print(f"{label:55s} {seconds:8.3f} s")
+    if sys.argv[1:] == ["--held"]:
+        print(held_report(), end="")
+    else:
+        for label, seconds in run():
+            print(f"{label:55s} {seconds:8.3f} s")

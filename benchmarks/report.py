@@ -7,6 +7,9 @@ from pathlib import Path
 import re
 
 from benchmarks import cheap
+from benchmarks.cli_timings import HELD_FLOOR_COMMANDS
+from benchmarks.cli_timings import HELD_IDLE_CEILING
+from benchmarks.cli_timings import HELD_LOADED_CEILING
 from benchmarks.common import Result
 from benchmarks.growth import Memory
 from benchmarks.load import Load
@@ -28,10 +31,6 @@ FIRST_OPTIMIZE_CEILING, HELP_CEILING = 0.3, 0.5  # seconds
 START_OF_WORK_CEILING = 1.0  # seconds, a cluster command from launch to its first connection
 #: Seconds to summarize 1,000 studies through DaskStorage, and for `dasktune studies` to list them.
 SUMMARIES_CEILING, STUDIES_CEILING = 0.2, 1.0
-#: Seconds for `studies`, `show`, `best` and `cancel` against a scheduler holding 100 studies,
-#: end to end: idle, and with two busy-loop processes beside them (issue 28).
-HELD_IDLE_CEILING, HELD_LOADED_CEILING = 0.7, 1.5
-HELD_FLOOR_COMMANDS = ("studies", "show", "best", "cancel")  # `export` is reported, without a floor
 #: The cheap-trials floors: ~10 ms objective x in-process, Random cold trials/s, TPE cold x in-process.
 BUSY_FLOOR, COLD_RANDOM_FLOOR, COLD_TPE_FLOOR = 1.7, 2000.0, 1.0
 
