@@ -100,9 +100,10 @@ class ParallelSampler(BaseSampler):
       complete;
     - Optuna's ``GPSampler``, whose acquisition takes the running trials into account, while
       a sampling costs at most a tenth of a trial and fewer than 1,000 trials are complete
-      (250 with several objectives). With ``Limits(local_every=k)``, every k-th trial of a
-      single objective is sampled by a GP fit to, and searching, a trust region around the
-      best trials instead (off by default: it did not help in the figures);
+      (250 with several objectives). Every second trial of a single objective
+      (``Limits(local_every=2)``; 0 for none) is sampled by a GP fit to, and searching, a
+      trust region around the best trials instead, once more trials are complete than in
+      flight;
     - Optuna's ``TPESampler(multivariate=True, group=True, constant_liar=True)``
       otherwise: conditional search spaces, cheap trials, long studies, PyTorch missing.
 
@@ -271,6 +272,12 @@ class ParallelSampler(BaseSampler):
         GP fit to the trust region around the best trials and searching it (the global GP's
         when the region is the whole space or holds too few trials).
 
+        With one objective the GP always samples on a copy of the study
+        (:func:`dasktune.samplers.view.model_study`), which shows it a heavy tail of bad values
+        capped at their median: on the study itself, one diverging trial of the SVR problem
+        flattened every other value to noise and the GP stalled there (ratio 9.5 to
+        sequential TPE at 8 in flight, 1.05 with the cap).
+
         Trials with a lower number that are running but have no parameters yet are being
         sampled by other processes at this moment, from the same results: each would get
         the GP's best point, the same for all. So, ranked by number, the k-th of them (up to
@@ -296,10 +303,9 @@ class ParallelSampler(BaseSampler):
         blind = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                     if t.number < trial.number and not search_space.keys() <= t.params.keys())
         assumed: list[dict[str, Any]] = []
-        if region is None and not blind and not constrained and view.GP_MODELS_RUNNING:
+        if region is None and not blind and not constrained and view.GP_MODELS_RUNNING and len(study.directions) > 1:
             # Optuna's GP on the study itself: it models the running trials as they are, and
-            # at 32 in flight it did better than on the capped copy (-3.32 against -3.10 to
-            # -3.26 on Hartmann-6, seeds 0-1: see benchmarks/results/parallel-sampler/).
+            # a copy would show it nothing else (several objectives are never capped).
             assumed.append(gp.sample_relative(study, trial, space))
         else:
             for _ in range(min(blind, _MAX_BLIND) + 1):
