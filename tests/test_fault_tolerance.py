@@ -26,6 +26,7 @@ import dasktune
 from dasktune import compat
 from dasktune import DaskStorage
 from dasktune.storage import wire
+from dasktune.storage.backends import open_backend
 from dasktune.storage.wire import FAIL_REASON
 from dasktune.storage.wire import PLUGIN_NAME
 
@@ -172,9 +173,11 @@ def test_study_survives_a_killed_scheduler(durable_url: str, tmp_path: Path) -> 
 
             thread = threading.Thread(target=optimize)
             thread.start()
+            # RUNNING in the database itself: the client's copy may still show a trial that
+            # has just finished (then none would be running when the scheduler dies).
+            stored = optuna.load_study(study_name="survivor", storage=open_backend(durable_url))
             wait_for(
-                lambda: len(reported) >= 3
-                and any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)),
+                lambda: len(reported) >= 3 and bool(stored.get_trials(deepcopy=False, states=(TrialState.RUNNING,))),
                 timeout=60,
                 message="three trials, and one running",
             )
@@ -202,7 +205,7 @@ def test_study_survives_a_killed_scheduler(durable_url: str, tmp_path: Path) -> 
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             assert any(
                 "scheduler stopped" in t.system_attrs.get(FAIL_REASON, "") for t in trials
-            ), "trials RUNNING when the scheduler died come back FAIL"
+            ), f"trials RUNNING when the scheduler died come back FAIL: {[(t.number, t.state.name, t.system_attrs.get(FAIL_REASON)) for t in trials]}"
             run = dasktune.optimize(study, second, n_trials=4)
             assert len(run.trials) == 4
             numbers = sorted(t.number for t in study.trials)
