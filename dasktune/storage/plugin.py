@@ -34,11 +34,10 @@ State and cleanup: what the plugin keeps, and until when, is stated in
 :mod:`dasktune.storage.holders` (a storage's host while a client holds it or a run of it is
 live, then dropped or, named and durable, dormant). A sweep every second fails trials whose
 heartbeat stopped a minute past their grace period (Dask config
-``distributed.dasktune.stale-trial-margin``), drops what has expired and the storages
-nothing holds, and lets Dask's span of dasktune's tasks forget the task groups of ended runs
-(``compat.dasktune_span``: Dask would otherwise keep a span per run for ever). In-memory backends are served on the event loop (microseconds per
-operation); every other backend runs on a thread of its own, one call at a time, so disk or
-database I/O never blocks the scheduler.
+``distributed.dasktune.stale-trial-margin``), drops what has expired, the storages nothing
+holds and ended runs' task groups (``compat.dasktune_span``). In-memory backends are served
+on the event loop (microseconds per operation); every other backend runs on a thread of its
+own, one call at a time, so disk or database I/O never blocks the scheduler.
 
 Other packages extend the scheduler side through the ``dasktune.scheduler`` entry point
 group: each entry is a ``SchedulerPlugin`` class, added when this plugin starts (the Tuning
@@ -142,7 +141,7 @@ class StoragePlugin(SchedulerPlugin):
         scheduler.set_metadata(keys=[wire.METADATA_KEY], value=True)
         for worker in scheduler.workers:  # those that joined before the plugin
             self.add_worker(scheduler, worker)
-        self._sweeper = asyncio.create_task(self._sweep())
+        self._sweeper = asyncio.create_task(self._sweep(scheduler))
         for entry in entry_points(group=EXTENSIONS):
             try:
                 plugin = entry.load()()
@@ -161,15 +160,14 @@ class StoragePlugin(SchedulerPlugin):
             if executor is not None:
                 executor.shutdown(wait=True)
 
-    async def _sweep(self) -> None:
+    async def _sweep(self, scheduler: Scheduler) -> None:
         while True:
             await asyncio.sleep(_SWEEP_SECONDS)
-            await self._sweep_once()  # (its own frame: no host stays referenced while asleep)
+            await self._sweep_once(scheduler)  # (its own frame: no host stays referenced while asleep)
 
-    async def _sweep_once(self) -> None:
+    async def _sweep_once(self, scheduler: Scheduler) -> None:
         margin = parse_timedelta(dask.config.get(STALE_MARGIN, "60s"), "seconds")
-        if self.scheduler is not None:
-            compat.forget_released_groups(self.scheduler)  # the tasks of ended runs
+        compat.forget_released_groups(scheduler)  # the tasks of ended runs
         for name, host in list(self.hosts.items()):
             try:
                 failed = await self._on_backend_thread(name, host.reconnecting, host.fail_long_stale_trials, margin)

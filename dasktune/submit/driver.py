@@ -32,6 +32,7 @@ from dasktune.submit.runner import dask_storage
 from dasktune.submit.runner import RunSpec
 from dasktune.submit.runner import SealedSpec
 from dasktune.submit.tasks import RunnerTasks
+from dasktune.submit.tasks import submit
 from dasktune.submit.tasks import Tasks
 from dasktune.submit.tasks import TrialTasks
 from dasktune.submit.watch import Callback
@@ -197,10 +198,7 @@ def optimize(
         storage.open_run(run_id, compat.study_id(study), terms)
         if not detach:
             return drive(Run(study, run_id), _tasks(client, spec), callbacks, concurrency, show_progress_bar)
-        with compat.dasktune_span():
-            future = client.submit(
-                _drive_detached, spec, callbacks, concurrency, key=f"dasktune-{run_id}-driver", pure=False
-            )
+        future = submit(client, _drive_detached, spec, callbacks, concurrency, key=f"dasktune-{run_id}-driver")
         fire_and_forget(future)
         return Run(study, run_id)
 

@@ -46,6 +46,15 @@ from dasktune.submit.runner import tell
 WATCH_SECONDS = 0.5
 
 
+def submit(client: Client, fn: Callable[..., Any], *args: Any, key: str,
+           resources: Mapping[str, float] | None = None) -> Future[Any]:
+    """One of a run's tasks (its detached driver, a runner, a define-and-run trial), in the
+    Dask span all of dasktune's tasks share (``compat.dasktune_span``), never taken for a
+    result Dask already has (``pure=False``)."""
+    with compat.dasktune_span():
+        return client.submit(fn, *args, key=key, pure=False, resources=resources)
+
+
 class Tasks:
     """The futures of one run's tasks."""
 
@@ -135,10 +144,7 @@ class RunnerTasks(Tasks):
         spec = self.spec
         for _ in range(policy.runners_to_start(status, self.alive, slots, concurrency)):
             key = f"dasktune-{spec.run_id}-runner-{uuid.uuid4().hex[:8]}"
-            with compat.dasktune_span():
-                self.futures[key] = self.client.submit(
-                    run_trials, spec, key=key, pure=False, resources=spec.resources
-                )
+            self.futures[key] = submit(self.client, run_trials, spec, key=key, resources=spec.resources)
 
 
 class TrialTasks(Tasks):
@@ -195,10 +201,7 @@ class TrialTasks(Tasks):
             for name, distribution in spec.search_space.items():
                 suggest(trial, name, distribution)
             key = f"dasktune-{spec.run_id}-trial-{trial.number}"
-            with compat.dasktune_span():
-                future = self.client.submit(
-                    evaluate, spec.objective, trial.params, key=key, pure=False, resources=spec.resources
-                )
+            future = submit(self.client, evaluate, spec.objective, trial.params, key=key, resources=spec.resources)
             self.futures[key] = (future, trial)
 
 
