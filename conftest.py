@@ -34,21 +34,19 @@ import pytest
 POSTGRES_ENV = "DASKTUNE_TEST_POSTGRES"
 REDIS_ENV = "DASKTUNE_TEST_REDIS"
 
-#: The longest test modules first. The suite runs on two processes (pytest-xdist, a module
-#: to a process, see pyproject.toml), and xdist hands each process its first two modules in
-#: this order (process 1 the first two, process 2 the next two): the two upstream modules,
-#: about two minutes each, go one to each process, so that no long module runs alone at the
-#: end while the other process idles.
-LONGEST = ["test_upstream.py", "test_notebooks.py", "test_upstream_in_worker.py", "test_cli.py",
-           "test_benchmarks.py", "test_run_lifecycle.py", "test_fault_tolerance.py"]
+def thread_stacks() -> str:
+    """Every thread's stack in the process this runs in (``client.run_on_scheduler`` or
+    ``client.run``): what a test that found something hung reports, so that a hang seen once
+    on a loaded machine says where it was."""
+    import sys
+    import threading
+    import traceback
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return LONGEST.index(name) if name in LONGEST else len(LONGEST)
-
-    items.sort(key=rank)  # stable: each module keeps its own order
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(
+        f"--- {names.get(ident, ident)}\n{''.join(traceback.format_stack(frame))}"
+        for ident, frame in sys._current_frames().items()
+    )
 
 
 def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, message: str = ""):
@@ -139,6 +137,9 @@ class ProcessCluster:
         root = Path(__file__).parent
         path = os.pathsep.join([str(root / "tests"), str(root), os.environ.get("PYTHONPATH", "")])
         env = {**os.environ, "PYTHONPATH": path}
+        # A killed scheduler cannot remove its temporary artifact directory: keep it in the
+        # test's own directory, which pytest removes.
+        env.setdefault("DASK_DISTRIBUTED__DASKTUNE__ARTIFACT_DIR", str(self.workdir / "artifacts"))
         bindir = os.path.dirname(sys.executable)  # `dask`, `python` of this environment first
         env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -11,16 +11,25 @@ under one): ``DIR/parallel.md``, ``parallel.png``, ``parallel.json`` and the raw
 from the raw runs without measuring. ``--scale``, ``--levels``, ``--problems``, ``--seeds`` and
 ``--trials`` run a part of the plan (a plan of its own: give it its own ``--out``).
 
-``python -m benchmarks samplers [--levels] [--problems] [--seeds] [--trials] [--out DIR]``:
-which of Optuna's samplers gives up least at P trials in flight (:mod:`benchmarks.samplers`;
-about 50 minutes with PyTorch installed for ``GPSampler``): ``DIR/parallel-samplers.md``.
+``python -m benchmarks samplers [--levels] [--problems] [--samplers] [--seeds] [--trials]
+[--real P,...] [--out DIR]``: which sampler gives up least at P trials in flight, and
+``dasktune.ParallelSampler`` against its floors (:mod:`benchmarks.samplers`; hours with
+PyTorch installed, resumable): ``DIR/parallel-samplers.md``.
+
+``python -m benchmarks cheap-target [--n] [--repeats] [--out DIR]``: on ~15 ms trials, the
+time to a result with ``ParallelSampler`` beside ``TPESampler`` (:mod:`benchmarks.cheap_target`):
+``DIR/cheap-target.md``.
+
+``python -m benchmarks pruning [--seeds] [--levels] [--problems] [--out DIR]``: pruning at P
+trials at once, on learning curves (:mod:`benchmarks.pruning`; about 40 minutes for 5 seeds):
+``DIR/pruning.md`` and ``pruning.png``, default ``DIR`` ``benchmarks/results/pruning``.
 
 Sections (each module's docstring says exactly what it runs): overhead against the peers
 (:mod:`benchmarks.overhead`), growth across a 10,000-trial study and memory afterwards
 (:mod:`benchmarks.growth`), scaling to 32 workers (:mod:`benchmarks.scaling`), scheduler
 load from hundreds of runners (:mod:`benchmarks.load`) and start-up: the first optimize on a
 fresh cluster, imports, the command line (:mod:`benchmarks.startup`). A full run takes about 12 minutes on
-2 cores, ``--quick`` (small sizes, for a smoke check) under 2.
+2 cores, ``--quick`` (small sizes, for a smoke check) about 1.
 """
 
 from __future__ import annotations
@@ -29,10 +38,12 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import replace
+import importlib
 import json
 import os
 from pathlib import Path
 import platform
+import sys
 import time
 import warnings
 
@@ -46,7 +57,6 @@ from benchmarks import cli_timings
 from benchmarks import overhead
 from benchmarks import profile
 from benchmarks import parallel
-from benchmarks import samplers
 from benchmarks import scaling
 from benchmarks import startup
 from benchmarks.common import process_cluster
@@ -73,19 +83,26 @@ class Plan:
     cheap_repeats: int  # interleaved repetitions of every cheap-trials peer
     profile: bool  # py-spy the runs (Random and TPE at N=1000, the ~10 ms objective)
     cli_exports: tuple[int, ...] | None  # study sizes `dasktune export` copies (None: no CLI timings)
+    submission_trials: int  # of 0.25 s on 2 workers
 
 
 FULL = Plan([1000, 2000, 5000], 30.0, 10_000, 500, 150.0, [1, 2, 4, 8, 16, 32], 20,
-            [(100, 1000.0), (250, 1000.0), (500, 1000.0), (500, None)], 10.0, 5, (2000, 1000), (300, 200), 3, True, (300,))
-QUICK = Plan([200], 10.0, 1000, 100, 20.0, [1, 4, 32], 3, [(100, 1000.0)], 3.0, 1, (200, 100), (60, 0), 1, False, None)
+            [(100, 1000.0), (250, 1000.0), (500, 1000.0), (500, None)], 10.0, 5, (2000, 1000), (300, 200), 3, True, (300,), 80)
+# Every section, each as small as still says something: a smoke run (the test suite runs it).
+QUICK = Plan([100], 5.0, 400, 50, 10.0, [1, 4, 32], 3, [(100, 1000.0)], 2.0, 1, (100, 50), (30, 0), 1, False, None, 16)
 
 
 def main() -> None:
+    figures_of_their_own = {"pruning": "benchmarks.pruning", "samplers": "benchmarks.samplers",
+                            "cheap-target": "benchmarks.cheap_target"}
+    if sys.argv[1:2] and sys.argv[1] in figures_of_their_own:  # with options of their own
+        importlib.import_module(figures_of_their_own[sys.argv[1]]).main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("figure", nargs="?", choices=["all", "parallel", "samplers"], default="all",
-                        help="all (default): every figure but parallel and samplers; parallel: the "
-                             "parallel-quality figure; samplers: Optuna's samplers at P trials in flight")
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run under 2 minutes")
+    parser.add_argument("figure", nargs="?", choices=["all", "parallel"], default="all",
+                        help="all (default): every figure but parallel, samplers, pruning and "
+                             "cheap-target; parallel: the parallel-quality figure")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of about a minute")
     parser.add_argument("--out", type=Path, default=None,
                         help="where the reports go (default: benchmarks/results, "
                              "or benchmarks/results/quick with --quick)")
@@ -113,9 +130,6 @@ def main() -> None:
             changes["n"] = changes["n_long"] = args.trials
         run_parallel(replace(chosen, **changes), args.out, args.quick, args.baseline, args.report_only)
         return
-    if args.figure == "samplers":
-        run_samplers(args)
-        return
     plan = QUICK if args.quick else FULL
     quiet()
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna_integration")
@@ -135,7 +149,7 @@ def main() -> None:
         results, memory = growth.run(cluster, plan.growth_trials, plan.growth_cap, log)
         report.growth(results, memory, plan.growth_window)
     report.scaling(scaling.run(plan.levels, plan.trials_per_worker, log))
-    report.submission(scaling.quarter_second(log))
+    report.submission(scaling.quarter_second(log, plan.submission_trials))
     with process_cluster(n_workers=1) as cluster:
         report.load(load.run(cluster, plan.runners, plan.load_seconds, processes=2, log=log))
     report.took = time.time() - began
@@ -174,18 +188,6 @@ def run_parallel(plan: parallel.Plan, out: Path, quick: bool, baseline: bool, re
     print()
     print(text)
     print(f"wrote {out / name}.md, .png, .json and {raw.name}")
-
-
-def run_samplers(args: argparse.Namespace) -> None:
-    given = {"problems": args.problems, "levels": args.levels, "seeds": args.seeds, "n": args.trials}
-    plan = replace(samplers.Plan(), **{k: v for k, v in given.items() if v is not None})
-    quiet()
-    runs, missing = samplers.run(plan, _logger(time.time()))
-    text = samplers.report(runs, plan, missing)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "parallel-samplers.md").write_text(text)
-    print()
-    print(text)
 
 
 def _ints(text: str) -> tuple[int, ...]:

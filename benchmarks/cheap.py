@@ -122,7 +122,7 @@ def with_dasktune(client: Client, function: Callable[[optuna.Trial], float], n: 
     return Result(config, "TPE", n, start, stamp.stamps, end=time.time())
 
 
-def _two_workers() -> tuple[LocalCluster, Client]:
+def two_workers() -> tuple[LocalCluster, Client]:
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = Client(cluster)
     client.run(quiet)
@@ -170,7 +170,7 @@ def cold(n_random: int, n_tpe: int, repeats: int, log: Callable[[str], None]) ->
         for i in range(repeats):
             log(f"cheap trials: trivial objective, {sampler}, cold ({i + 1}/{repeats})")
             local = overhead.in_process(None, sampler, n, 600.0)
-            cluster, client = _two_workers()
+            cluster, client = two_workers()
             with cluster, client:
                 result = overhead.dasktune_optimize(client, sampler, n, 600.0)
             repetitions.append([local, Result(COLD, sampler, n, result.start, result.stamps, end=result.end)])
@@ -192,7 +192,7 @@ def run(n_busy: int, n_fit: int, repeats: int, log: Callable[[str], None]) -> di
         for i in range(repeats):
             log(f"cheap trials: {name}, every peer ({i + 1}/{repeats})")
             rows = [in_process(function, n), in_process(function, n, n_jobs=2)]
-            cluster, client = _two_workers()
+            cluster, client = two_workers()
             with cluster, client:
                 rows.append(with_dasktune(client, function, n, COLD))
                 rows.append(with_dasktune(client, function, n, WARM))

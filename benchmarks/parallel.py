@@ -278,9 +278,11 @@ def threads(problem: Problem, seed: int, p: int, n: int, durations: Durations) -
 
 
 def with_dasktune(client: Client, storage: dasktune.DaskStorage, config: str, problem: Problem,
-                  seed: int, p: int, n: int, durations: Durations) -> Run:
-    """The real ``dasktune.optimize``, P trials at once, on a fresh study in ``storage``."""
-    sampler = tpe(seed) if config == DASKTUNE_SEEDED else None
+                  seed: int, p: int, n: int, durations: Durations,
+                  make_sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None) -> Run:
+    """The real ``dasktune.optimize``, P trials at once, on a fresh study in ``storage``,
+    sampled by ``make_sampler(seed)`` if given, else as ``config`` says."""
+    sampler = make_sampler(seed) if make_sampler else tpe(seed) if config == DASKTUNE_SEEDED else None
     study = optuna.create_study(storage=storage, sampler=sampler)
     try:
         start = time.time()
@@ -333,7 +335,7 @@ def _warm_up_objective(trial: optuna.Trial) -> float:
 
 
 @contextlib.contextmanager
-def _cluster(p: int) -> Iterator[tuple[Client, dasktune.DaskStorage]]:
+def cluster_for(p: int) -> Iterator[tuple[Client, dasktune.DaskStorage]]:
     """P's cluster, and the one storage its runs keep their studies in (as a user's would)."""
     processes, threads_each = cluster_shape(p)
     with LocalCluster(n_workers=processes, threads_per_worker=threads_each, processes=True,
@@ -362,7 +364,7 @@ def run(plan: Plan, log: Callable[[str], None], runs: list[Run]) -> None:
             for problem, seed in cases:
                 done(in_flight(problem, seed, p, plan.trials(IN_FLIGHT, problem.name, p), plan.durations))
                 done(threads(problem, seed, p, plan.trials(THREADS, problem.name, p), plan.durations))
-        with _cluster(p) as (client, storage):
+        with cluster_for(p) as (client, storage):
             for problem, seed in cases:
                 for config in (DASKTUNE_SEEDED, DASKTUNE_DEFAULT) if p > 1 else (DASKTUNE_SEEDED,):
                     done(with_dasktune(client, storage, config, problem, seed, p,

@@ -1,10 +1,10 @@
 """Which sampler gives up least at P trials in flight: Optuna's samplers and
 ``dasktune.ParallelSampler``, against sequential TPE.
 
-``python -m benchmarks samplers [--levels 1,32] [--problems ...] [--seeds 10] [--trials N]
-[--out DIR]`` (or ``python -m benchmarks.samplers`` with the same options, which also keeps
-every run in ``DIR/parallel-samplers-runs.jsonl`` as it ends, resumes from it and remakes
-the report from it with ``--report-only``) runs, for every sampler of :data:`SAMPLERS` and
+``python -m benchmarks samplers [--levels 1,32] [--problems ...] [--samplers ...] [--seeds 10]
+[--trials N] [--out DIR]`` (default ``DIR``: ``benchmarks/results/parallel-sampler``) keeps
+every run in ``DIR/parallel-samplers-runs.jsonl`` as it ends, resumes from it, remakes the
+report from it with ``--report-only``, and runs, for every sampler of :data:`SAMPLERS` and
 every P, the in-flight peer of :mod:`benchmarks.parallel`: the sampler through
 ``study.ask``/``study.tell`` with P trials always in flight on a virtual clock, results told
 in the order they end. Its regret after N trials is compared with sequential
@@ -27,6 +27,14 @@ deterministic.)
 unimportable (``sys.modules["torch"] = None``): it samples as it would where PyTorch is not
 installed. ``GPSampler`` needs PyTorch and ``CmaEsSampler`` the ``cmaes`` package: a sampler
 whose package is missing is left out, and the report says so.
+
+**The real thing.** ``--real 8,32 [--real-seeds 5]`` also runs ``ParallelSampler`` through
+the real ``dasktune.optimize`` on a ``LocalCluster`` of this machine (:data:`REAL`), with
+trials that sleep a fifteenth of the model's durations (:data:`REAL_DURATIONS`), and the
+report says whether each real run's ratio is within or below the model's range. On 2 cores
+the P runners' samplings queue for the CPU, so the real runs have fewer trials truly in
+flight than P (the log gives the average): they check the plumbing and the sampler's
+choices on a cluster, not P itself, which the model gives.
 
 The report (``DIR/parallel-samplers.md``) gives the regret ratio at N, the issue's floors
 for ``ParallelSampler`` (geometric mean over the problems at P = 32 and the largest ratio
@@ -56,12 +64,14 @@ import warnings
 import numpy as np
 import optuna
 
+from benchmarks.parallel import cluster_for
 from benchmarks.parallel import Durations
 from benchmarks.parallel import in_flight
 from benchmarks.parallel import Run
 from benchmarks.parallel import SYNTHETIC
 from benchmarks.parallel import TABLES
 from benchmarks.parallel import tpe
+from benchmarks.parallel import with_dasktune
 from benchmarks.parallel_report import geometric_mean
 from benchmarks.parallel_report import ratio
 from benchmarks.parallel_report import ratio_interval
@@ -74,6 +84,12 @@ Sampler = Callable[[int], optuna.samplers.BaseSampler]
 REFERENCE = "TPESampler"  # at P = 1: sequential TPE, Optuna's default
 PARALLEL = "ParallelSampler"
 NO_TORCH = "ParallelSampler without PyTorch"
+#: ``ParallelSampler`` through the real ``dasktune.optimize`` on a ``LocalCluster``.
+REAL = "ParallelSampler, dasktune.optimize"
+#: The real runs' trials sleep 1-7 s (mean 4 s): a fifteenth of the model's, so that a run
+#: takes a minute, and still over ten GP samplings long, so that the sampler chooses as it
+#: does for the model's minute-long trials (a tenth of a trial is what it allows itself).
+REAL_DURATIONS = Durations(scale=20.0)
 
 
 @contextlib.contextmanager
@@ -152,7 +168,7 @@ def run(plan: Plan, log: Callable[[str], None], raw: Path | None = None) -> tupl
     usable, missing = available()
     samplers = {name: make for name, make in usable.items() if name in plan.samplers or name == REFERENCE}
     runs = load(raw) if raw is not None and raw.exists() else []
-    done = {(r.problem, r.config, r.p, r.seed) for r in runs}
+    done = _keys(runs)
     for name in plan.problems:
         problem = make_problem(name)
         for seed in range(plan.seeds):
@@ -163,11 +179,43 @@ def run(plan: Plan, log: Callable[[str], None], raw: Path | None = None) -> tupl
                     r = in_flight(problem, seed, p, plan.n, plan.durations, make, sampler, count_sampling=True)
                     runs.append(r)
                     if raw is not None:
-                        with raw.open("a") as f:
-                            f.write(json.dumps(asdict(r)) + "\n")
+                        _keep(raw, r)
                     log(f"samplers: {sampler}, P={p}, {name}, seed {seed}: best {min(r.values):.4g}, "
                         f"{r.wall:.1f} s")
     return runs, missing
+
+
+def real(plan: Plan, levels: tuple[int, ...], seeds: int, log: Callable[[str], None], raw: Path) -> list[Run]:
+    """``ParallelSampler(seed)`` through the real ``dasktune.optimize``, P trials at once on
+    P's cluster (:func:`benchmarks.parallel.cluster_for`), on the plan's problems, with
+    trials of :data:`REAL_DURATIONS`; appended to ``raw`` as each ends, as :func:`run`'s."""
+    runs = load(raw) if raw.exists() else []
+    done = _keys(runs)
+    for p in levels:
+        todo = [(name, seed) for name in plan.problems if name in FIVE for seed in range(seeds)
+                if (name, REAL, p, seed) not in done]
+        if not todo:
+            continue
+        with cluster_for(p) as (client, storage):
+            for name, seed in todo:
+                r = with_dasktune(client, storage, REAL, make_problem(name), seed, p, plan.n, REAL_DURATIONS,
+                                  make_sampler=parallel_sampler)
+                runs.append(r)
+                _keep(raw, r)
+                log(f"samplers: {REAL}, P={p}, {name}, seed {seed}: best {min(r.values):.4g}, {r.wall:.1f} s, "
+                    f"{r.busy / r.wall:.1f} trials at once on average")
+    return runs
+
+
+def _keys(runs: list[Run]) -> set[tuple[str, str, int, int]]:
+    """What identifies a run, so that a resumed plan does not run it again."""
+    return {(r.problem, r.config, r.p, r.seed) for r in runs}
+
+
+def _keep(raw: Path, r: Run) -> None:
+    """Append ``r`` to the runs file, as it ends (a full plan takes hours)."""
+    with raw.open("a") as f:
+        f.write(json.dumps(asdict(r)) + "\n")
 
 
 def load(raw: Path) -> list[Run]:
@@ -205,6 +253,9 @@ class Figures:
         return float(np.median(self.reference(problem, self.plan.n // 2)))
 
     def times_to_target(self, config: str, problem: str, p: int) -> list[float]:
+        """Virtual seconds to the target; none for the real runs, whose clock is another."""
+        if config == REAL:
+            return []
         target = self.target(problem)
         return [time_to(r, self.optimum[problem], target) for r in self.runs.get((config, problem, p), [])]
 
@@ -225,7 +276,8 @@ def report(runs: list[Run], plan: Plan, missing: dict[str, str]) -> str:
              "that also counts each trial's sampling (CPU seconds, measured); Optuna "
              f"{optuna.__version__}. Regret after N trials, median over seeds, of the sampler with P trials in "
              "flight / that of sequential `TPESampler` at the same N: below 1, better than Optuna's default one "
-             "trial at a time. In brackets the 10%-90% bootstrap range, then the ratio of geometric means.", ""]
+             "trial at a time. In brackets the 10%-90% bootstrap range, then the ratio of geometric means; a cell "
+             "over fewer seeds says how many.", ""]
     if missing:
         lines += ["Left out (package missing): " + "; ".join(f"{k}: {v}" for k, v in missing.items()) + ".", ""]
     lines += _floors(f) + ["", "## Regret ratio at equal N", "", *head]
@@ -237,8 +289,9 @@ def report(runs: list[Run], plan: Plan, missing: dict[str, str]) -> str:
                 cells.append("—")
                 continue
             low, high = ratio_interval(mine, seq)
+            fewer = f" [{len(mine)} seeds]" if len(mine) != f.plan.seeds else ""
             cells.append(f"{ratio(float(np.median(mine)), float(np.median(seq))):.3g} ({low:.2g}-{high:.2g}), "
-                         f"{ratio(float(geometric_mean(mine)), float(geometric_mean(seq))):.3g}")
+                         f"{ratio(float(geometric_mean(mine)), float(geometric_mean(seq))):.3g}{fewer}")
         lines.append(f"| {config} | {p} | {' | '.join(cells)} |")
     lines += ["", "## Time to reach sequential TPE's median result after N/2 trials", "",
               f"Virtual seconds (sampling included) until a run's best reaches sequential `TPESampler`'s median "
@@ -267,7 +320,8 @@ def report(runs: list[Run], plan: Plan, missing: dict[str, str]) -> str:
     continuous = [name for name in problems if make_problem(name).continuous]
     for config, p in f.rows:
         duplicates = sum(r.duplicates for name in continuous for r in f.runs.get((config, name, p), []))
-        lines.append(f"| {config} | {p} | {duplicates} | {f.sampling_seconds(config, p):.3g} |")
+        cost = "—" if config == REAL else f"{f.sampling_seconds(config, p):.3g}"  # not measured there
+        lines.append(f"| {config} | {p} | {duplicates} | {cost} |")
     return "\n".join(lines) + "\n"
 
 
@@ -300,8 +354,34 @@ def _floors(f: Figures) -> list[str]:
                 fast = f"{quick}/{len(five)}"
                 ok = ok and quick >= 4
             floor = f"<= {FLOORS[p]:g}" + (", mean <= 1" if p == 32 else "")
+            counts = {len(f.regrets(config, name, p)) for name in five}
+            if counts != {f.plan.seeds}:  # not the whole plan yet: say over how many seeds
+                floor += f" ({min(counts)}-{max(counts)} seeds)" if len(counts) > 1 else f" ({min(counts)} seeds)"
             lines.append(f"| {config} | {p} | {' / '.join(f'{r:.3g}' for r in ratios)} | {mean:.3g} | "
                          f"{largest:.3g} | {floor} | {fast} | {'PASS' if ok else '**FAIL**'} |")
+    return lines + _real_against_model(f, five)
+
+
+def _real_against_model(f: Figures, five: list[str]) -> list[str]:
+    """Whether the real ``dasktune.optimize`` runs are within or below the model's range."""
+    levels = sorted({p for c, p in f.rows if c == REAL})
+    if not levels:
+        return []
+    lines = ["", f"`{REAL}` (trials of {REAL_DURATIONS.low * REAL_DURATIONS.scale:g}-"
+             f"{REAL_DURATIONS.high * REAL_DURATIONS.scale:g} s on a `LocalCluster` of this machine) against the "
+             f"model's `{PARALLEL}` at the same P: the real run's median-regret ratio, then the model's 10%-90% "
+             "bootstrap range; the issue asks for within or below it.", "",
+             "| P | problem | seeds | real | model | result |", "|---:|---|---:|---:|---:|---|"]
+    for p in levels:
+        for name in five:
+            mine, seq = f.regrets(REAL, name, p), f.reference(name)
+            model = f.regrets(PARALLEL, name, p)
+            if not len(mine) or not len(model):
+                continue
+            actual = ratio(float(np.median(mine)), float(np.median(seq)))
+            low, high = ratio_interval(model, seq)
+            where = "below" if actual < low else "within" if actual <= high else "**above**"
+            lines.append(f"| {p} | {name} | {len(mine)} | {actual:.3g} | {low:.2g}-{high:.2g} | {where} |")
     return lines
 
 
@@ -311,16 +391,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "parallel-sampler")
     parser.add_argument("--levels", type=lambda text: tuple(int(x) for x in text.split(",")))
     parser.add_argument("--problems", type=lambda text: tuple(text.split(",")))
     parser.add_argument("--samplers", type=lambda text: tuple(text.split(",")), help=f"of {', '.join(SAMPLERS)}")
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--trials", type=int)
     parser.add_argument("--report-only", action="store_true", help="remake the report from the kept runs")
-    args = parser.parse_args()
+    parser.add_argument("--real", type=lambda text: tuple(int(x) for x in text.split(",")), default=(),
+                        help=f"also run {REAL} at these P (--real-seeds seeds each)")
+    parser.add_argument("--real-seeds", type=int, default=5)
+    args = parser.parse_args(argv)
     given = {"problems": args.problems, "levels": args.levels, "seeds": args.seeds, "n": args.trials,
              "samplers": args.samplers}
     plan = replace(Plan(), **{k: v for k, v in given.items() if v is not None})
@@ -333,7 +416,12 @@ def main() -> None:
 
         quiet()
         began = time.time()
-        runs, missing = run(plan, lambda m: print(f"[{time.time() - began:7.1f} s] {m}", flush=True), raw)
+        def log(message: str) -> None:
+            print(f"[{time.time() - began:7.1f} s] {message}", flush=True)
+
+        runs, missing = run(plan, log, raw)
+        if args.real:
+            runs = real(plan, args.real, args.real_seeds, log, raw)
     text = report(runs, plan, missing)
     (args.out / "parallel-samplers.md").write_text(text)
     print(text)

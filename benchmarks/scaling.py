@@ -5,7 +5,8 @@ Efficiency = ideal wall time (trials x 0.1 s / workers) / measured wall time, fo
 ``dasktune.optimize`` and for the seed's ``client.submit`` pattern on the same cluster.
 
 Also the submission layer's own figure: 80 trials of a 0.25 s sleeping objective on 2
-single-thread workers, against the ideal 10 s (:func:`quarter_second`).
+single-thread workers, against the ideal 10 s (:func:`quarter_second`; fewer with
+``--quick``).
 """
 
 from __future__ import annotations
@@ -74,14 +75,15 @@ def run(levels: list[int], trials_per_worker: int, log: Callable[[str], None]) -
     return points
 
 
-def quarter_second(log: Callable[[str], None]) -> Point:
-    """80 trials of 0.25 s on 2 single-thread worker processes with ``dasktune.optimize``."""
-    log("submission: 80 trials of 0.25 s on 2 workers")
+def quarter_second(log: Callable[[str], None], trials: int = 80) -> Point:
+    """``trials`` trials of 0.25 s on 2 single-thread worker processes with
+    ``dasktune.optimize``."""
+    log(f"submission: {trials} trials of 0.25 s on 2 workers")
     with _cluster(2) as cluster, Client(cluster) as client:
         client.run(quiet)
         warm = optuna.create_study(storage=dasktune.DaskStorage(client=client))
         dasktune.optimize(warm, Sleeping(SLEEP), n_trials=2, client=client)
         study = optuna.create_study(storage=dasktune.DaskStorage(client=client))
         start = time.perf_counter()
-        dasktune.optimize(study, Sleeping(0.25), n_trials=80, client=client)
-        return Point("dasktune.optimize", 2, 80, time.perf_counter() - start, sleep=0.25)
+        dasktune.optimize(study, Sleeping(0.25), n_trials=trials, client=client)
+        return Point("dasktune.optimize", 2, trials, time.perf_counter() - start, sleep=0.25)

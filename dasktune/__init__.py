@@ -61,11 +61,15 @@ _EXPORTS = {
     "Run": "dasktune.submit.driver",
     "ParallelSampler": "dasktune.samplers.parallel",
     "create_study": "dasktune.study",
+    "devices": "dasktune.submit.devices",
+    "warm_start": "dasktune.warm_starts",
 }
 
-__all__ = [*sorted(_EXPORTS), "tune", "__version__"]
+__all__ = [*sorted(_EXPORTS), "artifacts", "checkpoints", "tune", "__version__"]
 
 if TYPE_CHECKING:  # what the lazy names below are (``as``: exported, for type checkers)
+    from dasktune import artifacts as artifacts
+    from dasktune import checkpoints as checkpoints
     from dasktune import tune as tune
     from dasktune.storage.plugin import dask_setup as dask_setup
     from dasktune.storage.plugin import StoragePlugin as StoragePlugin
@@ -74,12 +78,14 @@ if TYPE_CHECKING:  # what the lazy names below are (``as``: exported, for type c
     from dasktune.study import create_study as create_study
     from dasktune.submit.driver import attach as attach
     from dasktune.submit.driver import optimize as optimize
+    from dasktune.submit.devices import devices as devices
     from dasktune.submit.driver import Run as Run
+    from dasktune.warm_starts import warm_start as warm_start
 
 
 def __getattr__(name: str) -> Any:
-    if name == "tune":
-        return importlib.import_module("dasktune.tune")
+    if name in ("tune", "artifacts", "checkpoints"):  # subpackages, imported on first use
+        return importlib.import_module(f"dasktune.{name}")
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value  # the next lookup is an ordinary attribute

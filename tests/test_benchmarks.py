@@ -132,6 +132,27 @@ def test_samplers_figure_compares_each_sampler_with_sequential_tpe(tmp_path: Pat
         assert f"{name}: {why}" in report
 
 
+def test_samplers_figure_checks_real_optimize_runs_against_the_model(tmp_path: Path) -> None:
+    run_benchmark("benchmarks", "samplers", "--levels", "2", "--problems", "Ackley-5", "--samplers",
+                  "ParallelSampler", "--seeds", "2", "--trials", "12", "--real", "2", "--real-seeds", "1",
+                  "--out", str(tmp_path), timeout=300)
+    report = (tmp_path / "parallel-samplers.md").read_text()
+    assert re.search(r"\| 2 \| Ackley-5 \| 1 \| [0-9.e+-]+ \| [^|]+ \| (below|within|\*\*above\*\*) \|", report), report
+    assert "| ParallelSampler, dasktune.optimize | 2 |" in report  # its regret ratio, among the others
+    runs = [line for line in (tmp_path / "parallel-samplers-runs.jsonl").read_text().splitlines()
+            if "dasktune.optimize" in line]
+    assert len(runs) == 1 and '"values": [' in runs[0]
+
+
+def test_cheap_target_figure_times_both_samplers_cold_against_the_in_process_target(tmp_path: Path) -> None:
+    done = run_benchmark("benchmarks", "cheap-target", "--n", "20", "--repeats", "1", "--out", str(tmp_path),
+                         timeout=300)
+    report = (tmp_path / "cheap-target.md").read_text()
+    for peer in ("optuna in-process", "TPESampler", "ParallelSampler"):
+        assert re.search(rf"\| {peer} \| ([0-9.]+ s|not reached) \(", report), peer
+    assert report in done.stdout
+
+
 def test_scheduler_memory_benchmark_reports_both_storages_and_the_change_log(tmp_path: Path) -> None:
     done = run_benchmark("benchmarks.scheduler_memory", "--trials", "500", "--out", str(tmp_path), timeout=300)
     report = (tmp_path / "scheduler-memory.md").read_text()
@@ -139,3 +160,26 @@ def test_scheduler_memory_benchmark_reports_both_storages_and_the_change_log(tmp
     assert [name.split(" ")[0] for name, _ in rows] == ["Optuna", "dasktune's"]
     assert all(int(size.replace(",", "")) > 0 for _, size in rows)
     assert re.search(r"Change log: [\d,]+ entries for 500 trials", report)
+
+
+def test_pruning_figure_runs_real_and_modelled_runs_and_reports_them(tmp_path: Path) -> None:
+    done = run_benchmark("benchmarks", "pruning", "--seeds", "1", "--levels", "1,8", "--problems", "SGD digits",
+                         "--budget-trials", "24", "--model-seeds", "2", "--out", str(tmp_path), timeout=600)
+    report = (tmp_path / "pruning.md").read_text()
+    assert "## SGD digits" in report and "## The pruners alone at P in flight (virtual clock)" in report
+    for pruner in ["none", "median", "SHA, Optuna alone", "SHA, max_resource", "Hyperband, max_resource"]:
+        assert f"| {pruner} | 8 |" in report, pruner
+    assert (tmp_path / "pruning.png").read_bytes().startswith(b"\x89PNG")
+    assert report in done.stdout
+
+
+def test_the_pruning_model_at_p_1_decides_as_the_real_sequential_run(client) -> None:
+    """The virtual-clock model and a real dasktune run of one trial at a time take the same
+    decisions: same trials, pruned at the same steps."""
+    import benchmarks.pruning as bench
+
+    for label in ["SHA, max_resource", "Hyperband, Optuna alone", "median"]:
+        real = bench.run_one(client, "MLP digits", label, 1, seed=3, record=False)
+        model = bench.simulate("MLP digits", label, 1, seed=3)
+        assert [(r[3], r[2], r[4]) for r in real.trials] == [(r[3], r[2], r[4]) for r in model.trials], label
+        assert any(r[4] == "PRUNED" for r in model.trials)

@@ -58,6 +58,17 @@ OBJECTIVE = textwrap.dedent(
         trial.set_user_attr("pruner", type(trial.study.pruner).__name__)
         return trial.suggest_float("x", -5, 5) ** 2
 
+    def uploading(trial):
+        # A file uploaded to the scheduler's artifact store, as a trial would keep a plot.
+        import os, optuna
+        from dasktune.artifacts import DaskArtifactStore
+        path = f"/tmp/dasktune-cli-{os.getpid()}-{trial.number}.txt"
+        with open(path, "w") as f:
+            f.write(f"trial {trial.number}")
+        optuna.artifacts.upload_artifact(artifact_store=DaskArtifactStore(), file_path=path, study_or_trial=trial)
+        os.remove(path)
+        return trial.suggest_float("x", 0, 1)
+
     def slow(trial):
         x = trial.suggest_float("x", -5, 5)
         time.sleep(0.5)
@@ -611,6 +622,35 @@ def test_export_writes_what_copy_study_writes(
     assert wrong.returncode == 2 and "--to" in wrong.stderr and not (tmp_path / "x.txt").exists()
 
 
+def test_export_carries_the_studys_artifacts_beside_the_file_or_where_asked(
+    process_cluster: ProcessCluster, objective_file: Path, tmp_path: Path
+) -> None:
+    address = process_cluster.address
+    done = dasktune_cli("run", f"{objective_file}:uploading", "--scheduler", address, "--study", "files",
+                        "--n-trials", "3", "--quiet")
+    assert done.returncode == 0, done.stderr
+
+    def exported(directory: Path, study: optuna.Study) -> dict[int, str]:
+        store = optuna.artifacts.FileSystemArtifactStore(str(directory))
+        out = {}
+        for trial in study.trials:
+            (meta,) = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+            with store.open_reader(meta.artifact_id) as f:
+                out[trial.number] = f.read().decode()
+        return out
+
+    beside = dasktune_cli("export", "files", "--scheduler", address, "--to", str(tmp_path / "out.db"))
+    assert beside.returncode == 0, beside.stderr
+    assert f"Copied 3 artifacts to {tmp_path / 'out.db-artifacts'}" in beside.stdout
+    copy = optuna.load_study(study_name="files", storage=f"sqlite:///{tmp_path / 'out.db'}")
+    assert exported(tmp_path / "out.db-artifacts", copy) == {n: f"trial {n}" for n in range(3)}
+
+    asked = dasktune_cli("export", "files", "--scheduler", address, "--to", str(tmp_path / "two.log"),
+                         "--artifacts", str(tmp_path / "mine"))
+    assert asked.returncode == 0, asked.stderr
+    assert len(list((tmp_path / "mine").iterdir())) == 3
+
+
 def test_export_to_postgresql_and_redis_writes_every_trial(
     process_cluster: ProcessCluster, objective_file: Path, postgres_url: str, redis_url: str
 ) -> None:
@@ -661,11 +701,12 @@ def test_demo_without_a_terminal_does_not_wait_and_says_so() -> None:
 class Terminal:
     """``dasktune demo`` with a pseudo-terminal as stdin, its output collected as it comes."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, preexec_fn=None) -> None:
         self.master, slave = pty.openpty()
         self.process = subprocess.Popen(
             [DASKTUNE, "demo", "--n-trials", "10", "--workers", "1", *args],
             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(),
+            preexec_fn=preexec_fn,
         )
         os.close(slave)
         self.output = ""
@@ -688,8 +729,8 @@ class Terminal:
 def terminal() -> Iterator[type[Terminal]]:
     made: list[Terminal] = []
 
-    def make(*args: str) -> Terminal:
-        made.append(Terminal(*args))
+    def make(*args: str, **kwargs) -> Terminal:
+        made.append(Terminal(*args, **kwargs))
         return made[-1]
 
     yield make  # type: ignore[misc]
@@ -697,9 +738,15 @@ def terminal() -> Iterator[type[Terminal]]:
         t.close()
 
 
-@pytest.mark.parametrize("stop", ["enter", "ctrl-c"])
+def _ignore_and_block_sigint() -> None:
+    """What a parent may leave a child (both are inherited across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+
+
+@pytest.mark.parametrize("stop", ["enter", "ctrl-c", "ctrl-c, SIGINT ignored and blocked by the parent"])
 def test_demo_keeps_its_cluster_and_dashboard_up_until_enter_or_ctrl_c(terminal, stop: str) -> None:
-    demo = terminal()
+    demo = terminal(preexec_fn=_ignore_and_block_sigint if "parent" in stop else None)
     wait_for(lambda: "press Enter" in demo.output, timeout=180, message="the demo to wait for Enter")
     page = line_with(demo.output, "This study:")
     # The trials are done, and the page still answers: the demo waits with its cluster up.

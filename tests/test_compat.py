@@ -18,6 +18,7 @@ import pytest
 
 from conftest import wait_for
 from dasktune import compat
+from dasktune.compat import optuna_dashboard
 
 pytestmark = pytest.mark.oldest  # also run on the oldest admitted Optuna and distributed
 
@@ -55,6 +56,65 @@ def test_new_trial_builds_the_trial_ask_would_for_a_claimed_id() -> None:
     assert study.trials[0].params == {"x": x}
 
 
+def test_new_trial_makes_the_trial_class_it_is_given() -> None:
+    class Mine(optuna.Trial):
+        pass
+
+    study = optuna.create_study()
+    trial = compat.new_trial(study, compat.study_storage(study).create_new_trial(compat.study_id(study)), Mine)
+    assert type(trial) is Mine and trial.number == 0
+
+
+@pytest.mark.parametrize(
+    ("pruner", "private", "unset"),
+    [
+        (optuna.pruners.SuccessiveHalvingPruner, "_min_resource", None),
+        (optuna.pruners.HyperbandPruner, "_max_resource", "auto"),
+    ],
+)
+def test_pruners_keep_auto_resources_unresolved_in_the_attribute_compat_sets(pruner, private, unset) -> None:
+    """``pruner_waits_for_a_complete_trial`` reads, and ``resolve_pruner_resources`` sets,
+    the attribute in which each pruner keeps the resource it infers."""
+    made = pruner()
+    assert getattr(made, private) == unset and compat.pruner_waits_for_a_complete_trial(made)
+    if pruner is optuna.pruners.HyperbandPruner:
+        assert made._pruners == []  # its brackets, laid out at its first decision
+    study = optuna.create_study(pruner=made)
+    done = study.ask()
+    done.report(0.0, 26)
+    study.tell(done, 0.0)
+    running = study.ask()
+    running.report(0.0, 1)
+    made.prune(study, study.trials[-1])
+    assert getattr(made, private) == (1 if private == "_min_resource" else 27)
+    assert not compat.pruner_waits_for_a_complete_trial(made)
+
+
+def test_give_cmaes_source_trials_sets_what_the_constructor_would() -> None:
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(value=1.0, params={"x": 0.5},
+                                              distributions={"x": optuna.distributions.FloatDistribution(0, 1)}))
+    given = optuna.samplers.CmaEsSampler()
+    assert given._source_trials is None and given._x0 is None and given._sigma0 is None
+    assert not given._use_separable_cma
+    assert compat.give_cmaes_source_trials(given, study.trials)
+    assert given._source_trials == study.trials
+    own = optuna.samplers.CmaEsSampler(source_trials=study.trials[:1])
+    assert not compat.give_cmaes_source_trials(own, study.trials) and own._source_trials == study.trials[:1]
+    assert not compat.give_cmaes_source_trials(optuna.samplers.TPESampler(), study.trials)
+
+
+def test_worker_threads_and_resources_are_what_the_worker_was_started_with() -> None:
+    from distributed import Client
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=3, resources={"GPU": 2}, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        (worker,) = cluster.workers.values()
+        assert compat.worker_threads_and_resources(worker) == (3, {"GPU": 2})
+        assert client.submit(lambda: 1).result() == 1
+
+
 def test_new_trial_clears_the_per_trial_cache_as_ask_does() -> None:
     study = optuna.create_study()
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
@@ -74,6 +134,20 @@ def test_optimize_loop_lets_study_stop_be_called_and_stop_requested_sees_it() ->
         assert compat.stop_requested(study)
     with pytest.raises(RuntimeError):
         study.stop()  # and the loop ends with the context
+
+
+def test_on_stop_runs_after_study_stop_on_that_study_object_only() -> None:
+    study, other = optuna.create_study(), optuna.create_study()
+    calls: list[bool] = []
+    compat.on_stop(study, lambda: calls.append(compat.stop_requested(study)))
+    with pytest.raises(RuntimeError):
+        study.stop()  # Optuna refuses outside a loop: nothing to tell
+    assert calls == []
+    with compat.optimize_loop(study), compat.optimize_loop(other):
+        other.stop()
+        assert calls == []
+        study.stop()
+    assert calls == [True]  # once Optuna's own stop had set its flag
 
 
 def test_base_heartbeat_is_how_optuna_recognises_a_heartbeat_storage() -> None:
@@ -222,12 +296,12 @@ def test_dashboard_templates_hold_the_frame_with_the_nav_bar_and_more_menu() -> 
 
 def test_optuna_dashboard_bundle_routes_under_the_prefix_the_page_sets() -> None:
     script = compat.optuna_dashboard_bundle().decode()
-    assert compat._MOUNTED_ROUTER_PREFIX in script
-    assert compat._OPTUNA_ROUTER_PREFIX not in script
+    assert optuna_dashboard._MOUNTED_ROUTER_PREFIX in script
+    assert optuna_dashboard._OPTUNA_ROUTER_PREFIX not in script
 
 
 def test_optuna_dashboard_asks_the_server_only_for_the_root_paths_the_mount_moves() -> None:
-    script = compat.optuna_dashboard_script().read_text(encoding="utf-8")
+    script = optuna_dashboard.optuna_dashboard_script().read_text(encoding="utf-8")
     # Paths its script builds from the server's root: template literals that start with
     # "/" (or its API client's base URL, empty in this build), not after a router prefix.
     rooted = set(re.findall(r"(?<![+\w])`(?:\$\{this\.baseURL\})?(/[a-z_]+/)", script))

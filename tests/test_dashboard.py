@@ -391,8 +391,11 @@ def objective(trial: optuna.Trial) -> float:
     x = trial.suggest_float("x", 1e-3, 10, log=True)
     kind = trial.suggest_categorical("kind", ["b", "a"])
     time.sleep(0.05 + 0.1 * (trial.number % 3))  # trials of different lengths overlap
+    # Every fourth trial reports values over a threshold pruner's 5: pruned trials whatever
+    # was sampled (a random sampler's 40 trials left none once).
+    over = 10 * (trial.number % 4 == 3)
     for step in range(3):
-        trial.report(x + step, step)
+        trial.report(x + step + over, step)
         if trial.should_prune():
             raise optuna.TrialPruned()
     return x + (kind == "a")
@@ -633,3 +636,39 @@ def test_a_10000_trial_study_renders_and_updates_by_small_deltas(cluster: LocalC
     assert len(frames) > loaded and max(frames[loaded:]) * 100 < document, (frames[loaded:], document)
     assert not page.errors, page.errors
     assert not [w for w in page.warnings if "initial ranges" in w], page.warnings
+
+
+def uploading_objective(trial: optuna.Trial) -> float:
+    """Writes a file on its worker and uploads it to the scheduler's artifact store."""
+    path = Path(f"/tmp/dasktune-notes-{os.getpid()}-{trial.number}.txt")
+    path.write_text(f"notes of trial {trial.number}")
+    try:
+        optuna.artifacts.upload_artifact(artifact_store=dasktune.artifacts.DaskArtifactStore(),
+                                         file_path=str(path), study_or_trial=trial)
+    finally:
+        path.unlink()
+    return trial.suggest_float("x", 0, 1)
+
+
+def test_an_artifact_uploaded_on_a_worker_is_listed_and_served_by_the_mounted_optuna_dashboard(
+    cluster: LocalCluster, client: Client, page, tmp_path: Path
+) -> None:
+    study = optuna.create_study(storage=dasktune.DaskStorage(name="dash-artifacts"), study_name="a")
+    dasktune.optimize(study, uploading_objective, n_trials=2)
+    trial = study.trials[1]
+    (meta,) = optuna.artifacts.get_all_artifact_meta(trial, storage=compat.study_storage(study))
+    assert meta.filename.startswith("dasktune-notes-") and meta.filename.endswith("-1.txt")
+
+    # The client downloads it...
+    target = tmp_path / "back.txt"
+    optuna.artifacts.download_artifact(artifact_store=dasktune.artifacts.DaskArtifactStore(),
+                                       artifact_id=meta.artifact_id, file_path=str(target))
+    assert target.read_text() == "notes of trial 1"
+    # ... optuna-dashboard serves it from the scheduler's disk ...
+    mount = f"{dashboard(cluster)}/tuning/optuna/dash-artifacts"
+    served = get(f"{mount}/artifacts/{compat.study_id(study)}/{compat.trial_id(trial)}/{meta.artifact_id}")
+    assert served == b"notes of trial 1"
+    # ... and lists it on the trial's page in the browser.
+    page.goto(f"{mount}/dashboard/studies/{compat.study_id(study)}/trials?numbers=1")
+    page.get_by_text(meta.filename).first.wait_for(timeout=60_000)
+    assert not page.errors

@@ -23,6 +23,7 @@ import sqlalchemy
 
 import dasktune
 from conftest import ProcessCluster
+from conftest import thread_stacks
 from conftest import wait_for
 from dasktune.storage.backends import open_backend
 
@@ -98,7 +99,9 @@ def test_killed_database_connections_lose_nothing(
                 time.sleep(0.05)
             assert killed >= 1, "the scheduler's connections to kill"
             thread.join(timeout=120)
-            assert not thread.is_alive(), "optimize returns or raises"
+            if thread.is_alive():  # seen once, in a run of the suite on three processes
+                stacks = client.run_on_scheduler(thread_stacks)
+                pytest.fail(f"optimize neither returned nor raised; the scheduler's threads:\n{stacks}")
 
             # Read back from the database itself, not through dasktune.
             stored = {t.number: t for t in optuna.load_study(study_name="faults", storage=open_backend(url)).trials}

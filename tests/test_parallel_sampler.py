@@ -359,9 +359,9 @@ def test_multi_objective_with_many_trials_in_flight(directions: list[str]) -> No
 
     study = optuna.create_study(directions=directions, sampler=ParallelSampler(seed=0, limits=ALWAYS_GP))
     with decisions() as seen:
-        in_flight(study, objective, n=30, p=6)
+        in_flight(study, objective, n=20, p=6)
     assert methods(seen) == {"start-up", "gp"}
-    assert len(study.best_trials) >= 1 and len(set(vectors(study))) == 30
+    assert len(study.best_trials) >= 1 and len(set(vectors(study))) == 20
 
 
 def infeasible_x_above_zero(trial: FrozenTrial) -> list[float]:
@@ -413,12 +413,12 @@ def test_the_same_seed_gives_the_same_trials_one_at_a_time(limits: Limits) -> No
     assert vectors(study) != first
 
 
-@pytest.mark.parametrize("p", [1, 16, 64])
-def test_no_two_trials_share_a_float_vector_at_any_concurrency(p: int) -> None:
+@pytest.mark.parametrize(("p", "n"), [(1, 40), (16, 40), (64, 80)])
+def test_no_two_trials_share_a_float_vector_at_any_concurrency(p: int, n: int) -> None:
     limits = ALWAYS_GP if gp_installed() else Limits()
     study = optuna.create_study(sampler=ParallelSampler(seed=0, limits=limits))
-    in_flight(study, floats, n=80, p=p)
-    assert len(set(vectors(study))) == 80
+    in_flight(study, floats, n=n, p=p)
+    assert len(set(vectors(study))) == n
 
 
 @needs_gp

@@ -229,7 +229,9 @@ def test_the_client_of_an_attached_run_cut_off_ends_its_run_and_its_call(cluster
     (run,) = final["runs"]
     assert run["outcome"] == "orphaned" and run["running"] == 0, run
     assert returned["error"] is not None, returned
-    assert returned["returned"] - cut < TCP_TIMEOUT + 20, (returned, cut)
+    # "Within seconds of Dask's timeouts": under 20 s past them on an idle machine, 35 s with the
+    # whole suite and three benchmark processes on 2 cores; the deadline says "not never".
+    assert returned["returned"] - cut < TCP_TIMEOUT + 60, (returned, cut)
 
 
 @pytest.mark.timeout(240)

@@ -28,6 +28,7 @@ from conftest import wait_for
 import dasktune
 from dasktune import compat
 from dasktune import DaskStorage
+from dasktune.storage.session import claim_size
 from dasktune.storage.wire import FAIL_REASON
 from dasktune.storage.wire import PLUGIN_NAME
 
@@ -381,11 +382,15 @@ def five_ms(trial: optuna.Trial) -> float:
 
 
 class StopAfter:
-    """``study.stop()`` once ``k`` trials have finished, as seen by a callback or by the
-    objective itself. Each objective records when it ended (``ended``, a user attribute),
-    and one that stops when it did, so that the test counts how many had truly ended then:
-    an objective reads the other runners' results as the scheduler has them, which may be
-    later."""
+    """``study.stop()`` once ``k`` trials have finished, as seen by a callback, or in the
+    objective of trial number ``k - 1``. Each objective records when it ended (``ended``, a
+    user attribute) and in which process (``pid``); the one that stops records when it did
+    (``stopped``), then works on for :data:`LINGER`, so that the test counts which trials
+    ended after it."""
+
+    #: How long an objective that stops works on after ``study.stop()`` (saving its model,
+    #: say): sixty 5 ms trials of each runner that would not stop until it returned.
+    LINGER = 0.3
 
     def __init__(self, k: int) -> None:
         self.k = k
@@ -398,46 +403,117 @@ class StopAfter:
 
     def __call__(self, trial: optuna.Trial) -> float:
         value = five_ms(trial)
-        trial.report(value, 0)  # reads the study fresh from here on
-        finished = len(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         ended = time.time()
         trial.set_user_attr("ended", ended)
-        if finished + 1 >= self.k:  # with this one
-            trial.study.set_user_attr(f"stopped by {trial.number}", ended)
+        trial.set_user_attr("pid", os.getpid())
+        if trial.number == self.k - 1:  # one trial stops, about the k-th to end
             trial.study.stop()
+            trial.set_user_attr("stopped", time.time())
+            time.sleep(self.LINGER)
         return value
 
 
-@pytest.fixture(scope="module")
-def many_threads() -> Iterator[Client]:
-    """Two worker processes of four threads each: eight trials at once."""
+@contextlib.contextmanager
+def eight_threads(n_workers: int) -> Iterator[Client]:
+    """Eight trials at once, on ``n_workers`` worker processes."""
     with LocalCluster(
-        n_workers=2, threads_per_worker=4, dashboard_address="127.0.0.1:0"
+        n_workers=n_workers, threads_per_worker=8 // n_workers, dashboard_address="127.0.0.1:0"
     ) as cluster, Client(cluster) as client:
         yield client
 
 
-@pytest.mark.parametrize("where", ["callback", "objective"])
-@pytest.mark.parametrize("attempt", range(3))
-def test_study_stop_after_k_trials_starts_no_trial_beyond_those_running(
-    many_threads: Client, where: str, attempt: int
-) -> None:
-    k, concurrency = 7, sum(many_threads.nthreads().values())
-    study = optuna.create_study(storage=DaskStorage(client=many_threads))
-    stop = StopAfter(k)
-    if where == "callback":
-        run = dasktune.optimize(study, five_ms, n_trials=500, callbacks=[stop.callback])
-    else:
-        run = dasktune.optimize(study, stop, n_trials=500)
+@pytest.fixture(scope="module")
+def many_threads() -> Iterator[Client]:
+    """Two worker processes of four threads each."""
+    with eight_threads(2) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def one_process() -> Iterator[Client]:
+    """One worker process of eight threads: every runner in one process."""
+    with eight_threads(1) as client:
+        yield client
+
+
+def _check_stopped_run(study: optuna.Study, run: dasktune.Run) -> list[optuna.trial.FrozenTrial]:
+    """What every stopped run leaves: its finished trials, all COMPLETE and all its own;
+    the trials claimed ahead and never started WAITING again, for a later run."""
     finished = [t for t in study.trials if t.state.is_finished()]
-    if where == "objective":  # as many as had ended when the first objective stopped
-        stopped = min(study.user_attrs.values())
-        k = sum(t.user_attrs["ended"] <= stopped for t in finished)
-    assert k <= len(finished) <= k + concurrency
     assert {t.state for t in finished} == {TrialState.COMPLETE}
     assert len(run.trials) == len(finished)
-    # Trials claimed ahead and never started went back to WAITING, for a later run.
     assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.WAITING}
     assert all(not t.params for t in study.trials if t.state == TrialState.WAITING)
     assert run.status()["outcome"] == "stopped"
+    return finished
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_study_stop_in_a_callback_after_k_trials_starts_no_trial_beyond_those_running(
+    many_threads: Client, attempt: int
+) -> None:
+    """The driver's callbacks see each trial before its runner starts another, so the
+    bound holds across processes: at most k + concurrency trials finish."""
+    k, concurrency = 7, sum(many_threads.nthreads().values())
+    study = optuna.create_study(storage=DaskStorage(client=many_threads))
+    run = dasktune.optimize(study, five_ms, n_trials=500, callbacks=[StopAfter(k).callback])
+    finished = _check_stopped_run(study, run)
+    assert k <= len(finished) <= k + concurrency
+    optuna.delete_study(study_name=study.study_name, storage=compat.study_storage(study))
+
+
+def _follow_run_ends(storage: DaskStorage, run_id: str) -> bool:
+    storage.follow_run_ends()
+    return storage.run_ended(run_id)
+
+
+def _learns_run_ended(storage: DaskStorage, run_id: str) -> bool:
+    return wait_for(lambda: storage.run_ended(run_id), timeout=ENDS_WITHIN, message="the announcement")
+
+
+def test_a_run_ended_in_one_process_is_announced_to_a_worker_process_without_a_request(
+    many_threads: Client,
+) -> None:
+    """What stops the runners of other processes before their next claim: the scheduler
+    announces the end of a run to every process that follows run ends."""
+    storage = DaskStorage(client=many_threads)
+    study = optuna.create_study(storage=storage)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    run_id = f"announced-{study_id}"
+    terms = {"n_trials": 10, "timeout": None, "retries": 0, "client": None, "gated": False}
+    storage.open_run(run_id, study_id, terms)  # type: ignore[arg-type]
+    worker = next(iter(many_threads.nthreads()))
+    on_worker = {"workers": [worker], "pure": False}
+    assert many_threads.submit(_follow_run_ends, storage, run_id, **on_worker).result() is False
+    storage.end_run(run_id, "stopped", "study.stop() was called")
+    assert many_threads.submit(_learns_run_ended, storage, run_id, **on_worker).result()
+    optuna.delete_study(study_name=study.study_name, storage=storage)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+@pytest.mark.parametrize("cluster", ["one_process", "many_threads"])
+def test_study_stop_in_an_objective_starts_no_trial_in_its_process_and_others_only_what_they_hold(
+    request: pytest.FixtureRequest, cluster: str, attempt: int
+) -> None:
+    """``study.stop()`` in an objective ends the run when it is called, not when its trial
+    returns: the other runners of its process stop before their next trial, as
+    ``Study.optimize(n_jobs=...)`` stops its threads, so only the trials they were running
+    finish after it; runners in other processes get no claim granted from then on, and run
+    at most the trials they were running and those they had claimed ahead (two batches of
+    a 5 ms trial's claim each) until the scheduler's announcement reaches them."""
+    client: Client = request.getfixturevalue(cluster)
+    pids = client.run(os.getpid)
+    threads_of_pid = {pids[w]: n for w, n in client.nthreads().items()}
+    study = optuna.create_study(storage=DaskStorage(client=client))
+    run = dasktune.optimize(study, StopAfter(7), n_trials=500)
+    finished = _check_stopped_run(study, run)
+    (stopping,) = (t for t in finished if "stopped" in t.user_attrs)
+    stopped = stopping.user_attrs["stopped"]
+    assert len(finished) < 500, "the stop did not end the run"
+    for pid, n in threads_of_pid.items():
+        after = [t.number for t in finished if t.user_attrs["pid"] == pid and t.user_attrs["ended"] > stopped]
+        if pid == stopping.user_attrs["pid"]:  # those its other threads were running
+            assert len(after) <= n - 1, (pid, after)
+        else:
+            assert len(after) <= n * (1 + 2 * claim_size(0.005)), (pid, after)
     optuna.delete_study(study_name=study.study_name, storage=compat.study_storage(study))

@@ -1,5 +1,10 @@
 """Optuna's own storage-parametrised tests, against DaskStorage, with pytest itself running
-inside a Dask worker task (see ``tests/test_upstream.py``)."""
+inside a Dask worker task (see ``tests/test_upstream.py``).
+
+The scheduler's memory only: what this adds to the run from the client is where the calls
+come from (a worker's client, in a task's thread); the backend behind the scheduler is the
+same for both, and the client's run tests SQLite there (and ``tests/test_conformance.py``
+every backend)."""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from upstream.suite import outcomes
 from upstream.suite import pytest_args
 from upstream.suite import UPSTREAM
 
+MODES = "dasktune_inmemory"
+
 
 @pytest.fixture(scope="module")
 def optuna_tests() -> Path:
@@ -27,8 +34,8 @@ def test_optunas_storage_tests_pass_inside_a_worker_task(optuna_tests: Path, tmp
     script = tmp_path / "in_worker.py"
     script.write_text(IN_WORKER)
     out = subprocess.run(
-        [sys.executable, str(script), *pytest_args(optuna_tests, junit), "--capture=sys", str(UPSTREAM)],
+        [sys.executable, str(script), *pytest_args(optuna_tests, junit, MODES), "--capture=sys", str(UPSTREAM)],
         cwd=tmp_path, capture_output=True, text=True, timeout=1200,
     )
     assert junit.exists(), out.stdout[-3000:] + out.stderr[-3000:]
-    check(*outcomes(junit))
+    check(*outcomes(junit), MODES)

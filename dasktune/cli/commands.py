@@ -9,7 +9,9 @@ import contextlib
 from collections.abc import Callable
 import json
 import logging
+import signal
 import sys
+import threading
 from typing import Any
 import warnings
 
@@ -104,8 +106,25 @@ def _wait_for_enter(no_wait: bool) -> None:
         print("Not waiting for Enter: stdin is not a terminal. Stopping the cluster (--no-wait skips this note).")
         return
     print("The cluster and its dashboard stay up: press Enter (or Ctrl-C) to stop them.", flush=True)
-    with contextlib.suppress(EOFError, KeyboardInterrupt):
-        input()
+    # Ctrl-C must stop the wait however this process was started. A parent may have left
+    # SIGINT ignored or blocked (both are inherited), and the kernel may hand it to any
+    # thread (Dask's and Bokeh's among them), which would not interrupt a main thread
+    # blocked in input(). So the main thread waits on an event, waking often enough to
+    # run Python's SIGINT handler, while a daemon thread reads the line.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    entered = threading.Event()
+
+    def read_line() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdin.readline()
+        entered.set()  # a line, or the end of the input: stop either way
+
+    threading.Thread(target=read_line, name="dasktune-demo-enter", daemon=True).start()
+    with contextlib.suppress(KeyboardInterrupt):
+        while not entered.wait(0.2):
+            pass
 
 
 def _params(params: dict[str, Any]) -> str:
@@ -159,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             show_progress_bar=not args.detach and not args.quiet,
             detach=args.detach,
+            max_resource=args.max_resource,
         )
         if args.detach:
             print(f"Started run {result.run_id} of study {args.study!r} on storage {storage.name!r}.")

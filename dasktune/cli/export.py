@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import optuna
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 from optuna.storages import JournalStorage
 from optuna.storages import RDBStorage
@@ -65,12 +66,13 @@ def export(args: argparse.Namespace) -> int:
         except Exception as e:  # the driver's own error: a missing directory, a refused login
             raise CommandError(f"cannot open --to {args.to!r}: {type(e).__name__}: {e}") from None
         copied = copy_study(study, target, url, name)
-    by_state = render.counts(copied)
-    print(
-        f"Exported {len(copied)} trials of study {args.study!r} to {args.to} as {name!r} "
-        f"({render.counts_line(by_state).removeprefix('Trials: ')}); copied in "
-        f"{time.perf_counter() - started:.2f} s."
-    )
+        by_state = render.counts(copied)
+        print(
+            f"Exported {len(copied)} trials of study {args.study!r} to {args.to} as {name!r} "
+            f"({render.counts_line(by_state).removeprefix('Trials: ')}); copied in "
+            f"{time.perf_counter() - started:.2f} s."
+        )
+        _export_artifacts(study, copied, args.artifacts or _artifacts_beside(url))
     unfinished = " and ".join(f"{by_state[s]} {s}" for s in ("RUNNING", "WAITING") if by_state[s])
     if unfinished and live and not waited:
         print(
@@ -84,6 +86,43 @@ def export(args: argparse.Namespace) -> int:
             "is live (another process runs them, or they were lost)."
         )
     return 0
+
+
+def _artifacts_beside(url: str) -> Path | None:
+    """Where a file target's artifacts go by default: a directory beside the file."""
+    for scheme in ("sqlite:///", JOURNAL_SCHEME):
+        if url.startswith(scheme):
+            path = Path(url.removeprefix(scheme))
+            return path.with_name(path.name + "-artifacts")
+    return None
+
+
+def _export_artifacts(study: optuna.Study, trials: list[FrozenTrial], directory: Path | None) -> None:
+    """Copy the artifacts of ``study`` and its ``trials`` (those ``optuna.artifacts``
+    lists) from the scheduler's artifact store into a file-system store at ``directory``,
+    for ``optuna-dashboard URL --artifact-dir DIRECTORY``."""
+    storage = compat.study_storage(study)
+    metas = [*optuna.artifacts.get_all_artifact_meta(study)]
+    for trial in trials:
+        metas += optuna.artifacts.get_all_artifact_meta(trial, storage=storage)
+    if not metas:
+        return
+    if directory is None:
+        print(f"The study has {len(metas)} artifacts on the scheduler: pass --artifacts DIR to copy them.")
+        return
+    from dasktune.artifacts import DaskArtifactStore
+
+    directory.mkdir(parents=True, exist_ok=True)
+    source, target = DaskArtifactStore(), optuna.artifacts.FileSystemArtifactStore(str(directory))
+    missing = 0
+    for meta in metas:
+        try:
+            with source.open_reader(meta.artifact_id) as reader:
+                target.write(meta.artifact_id, reader)
+        except ArtifactNotFound:
+            missing += 1  # uploaded to another store (a user's own), or removed
+    gone = f"; {missing} are not in the scheduler's store (another store holds them?)" if missing else ""
+    print(f"Copied {len(metas) - missing} artifacts to {directory} (optuna-dashboard --artifact-dir {directory}){gone}.")
 
 
 def _wants_to_wait(study: optuna.Study, live: list[wire.RunStatus]) -> bool:

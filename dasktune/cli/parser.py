@@ -14,6 +14,7 @@ from collections.abc import Callable
 from collections.abc import Mapping
 import importlib.util
 import os
+from pathlib import Path
 from typing import NoReturn
 
 #: ``--sampler`` names and the sampler class each stands for (all take ``seed``):
@@ -163,6 +164,13 @@ def build_parser() -> Parser:
         "(default: Optuna's, median)",
     )
     run.add_argument(
+        "--max-resource",
+        type=positive_int,
+        metavar="STEP",
+        help="the step of a trial's last report (its epochs, say): lets asha and hyperband "
+        "prune from the first trials, not only once one has completed",
+    )
+    run.add_argument(
         "--seed",
         type=seed_int,
         metavar="N",
@@ -202,6 +210,13 @@ def build_parser() -> Parser:
         help="sqlite:///path.db, postgresql://..., journal:///path.log, or a .db/.log path",
     )
     export.add_argument("--as", dest="as_name", metavar="NAME", help="name of the copy")
+    export.add_argument(
+        "--artifacts",
+        type=Path,
+        metavar="DIR",
+        help="copy the study's artifacts from the scheduler into DIR, for optuna-dashboard's "
+        "--artifact-dir (default: beside a .db or .log target, as <file>-artifacts)",
+    )
     export.add_argument(
         "--wait",
         action="store_true",

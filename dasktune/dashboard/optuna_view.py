@@ -44,8 +44,10 @@ class OptunaDashboards:
     """The optuna-dashboard app of each storage, made on first use, and the threads that run
     them. A WSGI app itself: it hands a request to its storage's app."""
 
-    def __init__(self, state: TuningState) -> None:
+    def __init__(self, state: TuningState, artifact_store: Callable[[], Any] | None = None) -> None:
         self.state = state
+        #: The scheduler's artifact store, as files on its disk (None: no artifact plugin).
+        self.artifact_store = artifact_store or (lambda: None)
         self.executor = ThreadPoolExecutor(THREADS, thread_name_prefix="dasktune-optuna-dashboard")
         self.container = _MountedContainer(self, executor=self.executor)
         self._apps: dict[str, tuple[HostStorage, Callable[..., Iterable[bytes]]]] = {}
@@ -64,7 +66,8 @@ class OptunaDashboards:
                 # evaluators make that a second and some 100 MB.
                 import optuna_dashboard
 
-                known = self._apps[backend.name] = (backend, optuna_dashboard.wsgi(backend))
+                app = optuna_dashboard.wsgi(backend, artifact_store=self.artifact_store())
+                known = self._apps[backend.name] = (backend, app)
         return known[1](environ, start_response)
 
     def close(self) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 import contextlib
+import functools
 import importlib
+from typing import Any
 
 from distributed import Scheduler
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -42,7 +44,7 @@ class TuningPlugin(SchedulerPlugin):
             # it first (if installed), off the loop, so that no page streams meanwhile.
             with contextlib.suppress(ImportError):
                 await asyncio.to_thread(importlib.import_module, "pandas")
-            self.optuna = optuna_view.OptunaDashboards(self.state)
+            self.optuna = optuna_view.OptunaDashboards(self.state, functools.partial(_artifact_store, scheduler))
             compat.add_dashboard_page(scheduler, "tuning", replaces_plot=app.PATH.strip("/"))
             scheduler.http_application.add_handlers(r".*", handlers.routes(self.state, self.optuna))
             app.serve(scheduler)
@@ -51,3 +53,13 @@ class TuningPlugin(SchedulerPlugin):
     async def close(self) -> None:
         if self.optuna is not None:
             self.optuna.close()
+
+
+def _artifact_store(scheduler: Scheduler) -> Any:
+    """The scheduler's artifact files, as optuna-dashboard reads them, from this process
+    (see :mod:`dasktune.artifacts.plugin`); None if it has no artifact plugin."""
+    from dasktune.artifacts.plugin import ArtifactPlugin
+    from dasktune.artifacts.plugin import NAME
+
+    plugin = scheduler.plugins.get(NAME)
+    return plugin.local_store() if isinstance(plugin, ArtifactPlugin) else None

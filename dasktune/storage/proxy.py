@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Container
 from collections.abc import Generator
+from collections.abc import Iterator
+import contextlib
+import copy
 import itertools
 import threading
 import time
@@ -325,6 +329,15 @@ class DaskStorage(RunClient, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
             raise KeyError(f"No trial with trial_id {trial_id} exists.")
         return trial
 
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        view = getattr(self._thread, "view", None)
+        if view is None or self._thread.one_view != study_id:
+            return super().get_all_trials(study_id, deepcopy, states)
+        trials = [t for t in view if states is None or t.state in states]  # see one_view
+        return copy.deepcopy(trials) if deepcopy else trials
+
     def get_best_trial(self, study_id: int) -> FrozenTrial:
         study = self._study(study_id)
         with self._lock:
@@ -360,6 +373,32 @@ class DaskStorage(RunClient, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
             self._thread.snapshot = self._replica.study_of(trial_id)
         return True
 
+    def flush(self) -> None:
+        """Send this thread's held-back writes (see :mod:`dasktune.storage.writes`) and
+        return once the scheduler applied them: what a worker that dies next must not
+        take with it (the id of a checkpoint that replaces one about to be removed)."""
+        self._call([])
+
+    # -- one consistent view, for a pruning decision -------------------------------
+
+    @contextlib.contextmanager
+    def one_view(self, study_id: int) -> Iterator[None]:
+        """Inside, this thread's reads of the study all see one state of it: the first is
+        fresh (this thread's held-back writes go with it), later ones reuse it, so a
+        pruner that reads several times costs one round trip. Writes made inside (a
+        pruner's record of the trial's rung, which the trials deciding next must see) are
+        sent on leaving; without reads or writes inside, nothing is sent."""
+        previous = getattr(self._thread, "snapshot", None)
+        self._thread.snapshot, self._thread.one_view = None, study_id
+        writes = self._pending()
+        last = writes.ops[-1] if writes.ops else None
+        try:
+            yield
+        finally:
+            self._thread.snapshot, self._thread.one_view, self._thread.view = previous, None, None
+        if writes.ops and writes.ops[-1] is not last:
+            self.flush()
+
     # -- helpers -----------------------------------------------------------------
 
     def _study(self, study_id: int, fresh: bool = True) -> StudyReplica:
@@ -373,6 +412,12 @@ class DaskStorage(RunClient, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
             self._call([], want=[study_id])
             with self._lock:
                 study = self._replica.studies[study_id]
+            if getattr(self._thread, "one_view", None) == study_id:
+                # The rest of the view reads these trials, as they are now: the replica
+                # itself may move on meanwhile, brought up to date by other threads.
+                self._thread.snapshot = study_id
+                with self._lock:
+                    self._thread.view = list(study.trials)
         return study
 
     def _listed(self) -> bool:

@@ -77,6 +77,9 @@ class RunClient(SchedulerProtocol):
         """End ``run_id``: ``outcome`` is one of ``finished``, ``stopped``, ``failed`` (its
         running trials finish), ``cancelled``, ``aborted``, ``orphaned`` (they FAIL now,
         with ``reason``)."""
+        # This process's other runners stop now, not when the scheduler's announcement
+        # comes back: a cheap trial they claimed ahead would start in that round trip.
+        _mark_ended(self.name, run_id)
         (status,) = self._call([self._write("end_run", run_id, outcome, reason)])
         return cast(wire.RunStatus, status)
 
@@ -156,17 +159,24 @@ class RunClient(SchedulerProtocol):
                 self._thread.snapshot = None
 
 
-#: Clients subscribed to the scheduler's announcements of runs that ended ...
+#: Clients subscribed to the scheduler's announcements of runs that ended.
 _following: weakref.WeakSet[Client] = weakref.WeakSet()
 _following_lock = threading.Lock()
-#: ... and the (storage name, run id) of those announced, the latest few hundred.
+#: The (storage name, run id) of runs announced as ended, or ended by this process, the
+#: latest few hundred; written by the client's event loop and by runner threads.
 _ended_runs: OrderedDict[tuple[str, str], None] = OrderedDict()
+_ended_lock = threading.Lock()
 _MAX_ENDED_RUNS = 512
 
 
 def _run_ended(event: tuple[float, dict[str, str]]) -> None:
     """The scheduler announced a run that ended (on the client's event loop)."""
     _, message = event
-    _ended_runs[(message["storage"], message["run"])] = None
-    while len(_ended_runs) > _MAX_ENDED_RUNS:
-        _ended_runs.popitem(last=False)
+    _mark_ended(message["storage"], message["run"])
+
+
+def _mark_ended(storage: str, run_id: str) -> None:
+    with _ended_lock:
+        _ended_runs[(storage, run_id)] = None
+        while len(_ended_runs) > _MAX_ENDED_RUNS:
+            _ended_runs.popitem(last=False)

@@ -16,6 +16,7 @@ from typing import Any
 from typing import cast
 import uuid
 
+import dask.config
 from distributed import Client
 from distributed import fire_and_forget
 from distributed import get_client
@@ -31,6 +32,8 @@ from dasktune.submit.runner import Objective
 from dasktune.submit.runner import dask_storage
 from dasktune.submit.runner import RunSpec
 from dasktune.submit.runner import SealedSpec
+from dasktune.submit.pruning import first_wave_warning
+from dasktune.submit.pruning import RECORD_CONFIG
 from dasktune.submit.tasks import RunnerTasks
 from dasktune.submit.tasks import submit
 from dasktune.submit.tasks import Tasks
@@ -113,6 +116,7 @@ def optimize(
     detach: bool = False,
     search_space: dict[str, BaseDistribution] | type | None = None,
     resources: Mapping[str, float] | None = None,
+    max_resource: int | None = None,
 ) -> Any:
     """Optimize ``study`` with ``objective`` on the Dask cluster.
 
@@ -156,6 +160,13 @@ def optimize(
             only on workers started with them (``dask worker --resources "GPU=1"``,
             ``LocalCluster(resources={"GPU": 1})``), and as many at once per worker as its
             resources allow.
+        max_resource: The step of a trial's last report (its number of epochs, say), for
+            the study's pruner. ``SuccessiveHalvingPruner(min_resource="auto")`` and
+            ``HyperbandPruner(max_resource="auto")`` learn it from the first trial to
+            complete, and prune nothing before: with many trials at once, the whole first
+            wave would run to its end. Given, they get from the first trial what they
+            would infer from a complete one (see the README's "Pruning across workers");
+            without it, such a pruner draws a warning unless ``concurrency=1``.
 
     Returns:
         The :class:`Run`, ended (its ``trials`` are those this call ran) — or still going
@@ -184,7 +195,14 @@ def optimize(
     callbacks = list(callbacks or ())
     # Define-and-run claims in this process, after the callbacks: no gate needed (or held).
     gated = bool(callbacks) and search_space is None
-    spec = RunSpec(study, run_id, objective, catches, resources, search_space, gated)
+    if max_resource is not None and (not isinstance(max_resource, int) or max_resource < 1):
+        raise ValueError(f"max_resource must be a positive int or None, not {max_resource!r}.")
+    if search_space is None:
+        first_wave_warning(study, max_resource, concurrency)
+    record = bool(dask.config.get(RECORD_CONFIG, False))
+    spec = RunSpec(
+        study, run_id, objective, catches, resources, search_space, gated, max_resource, record
+    )
 
     # A stale-trial callback of the storage (a RetryFailedTrialCallback, say) decides what
     # happens to a trial lost with its worker, as it does for a trial whose heartbeat stopped.

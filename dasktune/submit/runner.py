@@ -5,7 +5,7 @@ scheduler (the claim enforces ``n_trials`` and ``timeout`` there), make Optuna's
 for it, run the objective, tell the result; until a claim is refused. The tell travels with
 the next claim, so a trial costs at most one round trip to the scheduler; for cheap
 objectives trials are claimed in batches and the next batch is asked for while the current
-trial runs (see :mod:`dasktune.submit.claims`), so a runner does not wait on the scheduler.
+trial runs (see :mod:`dasktune.storage.session`), so a runner does not wait on the scheduler.
 
 Every way out of the loop leaves nothing behind: an objective's error fails its trial and,
 unless listed in ``catch``, ends the run (the error is raised at the caller); an error of
@@ -39,7 +39,9 @@ from dasktune.storage.runs import GRACEFUL
 from dasktune.storage.runs import Outcome
 from dasktune.storage.session import RunnerSession
 from dasktune.storage.wire import FAIL_REASON
+from dasktune.submit import devices
 from dasktune.submit import pickling
+from dasktune.submit import pruning
 from dasktune.submit.errors import RemoteError
 from dasktune.submit.policy import invalid_values
 
@@ -68,6 +70,10 @@ class RunSpec:
     #: The caller runs callbacks: each runner claims a trial when it needs one, never ahead,
     #: and the scheduler grants it once the callbacks have seen the trials before it.
     gated: bool = False
+    #: For the study's pruner (see :mod:`dasktune.submit.pruning`): the step of a trial's
+    #: last report, and whether to log each decision.
+    max_resource: int | None = None
+    record_pruning: bool = False
     _pickled: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -141,6 +147,9 @@ def run_trials(sealed: RunSpec | SealedSpec) -> int | RemoteError:
         # Each runner got the study pickled with the same sampler state: without this,
         # a seeded sampler would sample the same points in every runner.
         study.sampler.reseed_rng()
+    if spec.max_resource is not None:  # see dasktune.submit.pruning
+        compat.resolve_pruner_resources(study.pruner, spec.max_resource)
+    trial_class = pruning.RecordingTrial if spec.record_pruning else pruning.Trial
     ran, stop = 0, None
 
     def stopping(e: StopRun) -> None:
@@ -150,19 +159,22 @@ def run_trials(sealed: RunSpec | SealedSpec) -> int | RemoteError:
             reason = f"{type(e.error).__name__} in a trial: {e.error}"
             storage.end_run(run_id, e.outcome, reason)
 
-    with storage.runner(run_id, key, ahead=not spec.gated) as session:
+    # study.stop() in an objective ends the run then and there, not once its trial is over:
+    # the other runners of this process stop before their next trial (end_run marks the run
+    # ended here first), as Study.optimize(n_jobs=...)'s threads do, and those of other
+    # processes within the scheduler's announcement.
+    compat.on_stop(study, lambda: storage.end_run(run_id, "stopped", "study.stop() was called"))
+    with storage.runner(run_id, key, ahead=not spec.gated) as session, devices.holding(spec.resources):
         with compat.optimize_loop(study):
             for trial_id in session:
                 try:
-                    run_trial(study, session, objective, trial_id, catch)
+                    run_trial(study, session, objective, trial_id, catch, trial_class)
                     report_refused(session.take_refused(), catch)  # this or earlier trials'
                 except StopRun as e:
                     stopping(e)
                     if e.outcome not in GRACEFUL:
                         break  # an abort failed every trial this runner holds
                 ran += 1
-                if compat.stop_requested(study):
-                    storage.end_run(run_id, "stopped", "study.stop() was called")
     try:
         report_refused(session.take_refused(), catch)  # met by leaving (its last writes)
     except StopRun as e:
@@ -186,14 +198,18 @@ def run_trial(
     objective: Objective,
     trial_id: int,
     catch: tuple[type[BaseException], ...],
+    trial_class: type[optuna.Trial] = pruning.Trial,
 ) -> None:
-    """Run one claimed trial to its end, as ``Study.optimize`` would; raise :class:`StopRun`
-    if the run must end for what happened."""
+    """Run one claimed trial to its end, as ``Study.optimize`` would, as a ``trial_class``;
+    raise :class:`StopRun` if the run must end for what happened."""
     if not session.adopt(trial_id):
         return  # failed on the scheduler before it started (its run was aborted)
     storage = session.storage
+    held = devices.devices()
+    if held:  # which of its worker's devices the trial ran on, for whoever looks later
+        storage.set_trial_system_attr(trial_id, devices.DEVICES_ATTR, held)
     try:
-        trial = compat.new_trial(study, trial_id)  # the sampler's before_trial runs here
+        trial = compat.new_trial(study, trial_id, trial_class)  # the sampler's before_trial runs here
     except BaseException as e:
         fail_trial(study, storage, trial_id, f"the sampler raised {type(e).__name__}: {e}")
         raise StopRun(e, "failed" if isinstance(e, Exception) else "aborted") from e

@@ -33,6 +33,7 @@ from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 
 from dasktune import compat
+from dasktune.submit import devices
 from dasktune.submit import policy
 from dasktune.submit.errors import RemoteError
 from dasktune.submit.runner import StopRun
@@ -201,14 +202,23 @@ class TrialTasks(Tasks):
             for name, distribution in spec.search_space.items():
                 suggest(trial, name, distribution)
             key = f"dasktune-{spec.run_id}-trial-{trial.number}"
-            future = submit(self.client, evaluate, spec.objective, trial.params, key=key, resources=spec.resources)
+            future = submit(
+                self.client, evaluate, spec.objective, trial.params, spec.resources,
+                key=key, resources=spec.resources,
+            )
             self.futures[key] = (future, trial)
 
 
-def evaluate(objective: Callable[[dict[str, Any]], Any], params: dict[str, Any]) -> Any:
-    """A define-and-run trial's task: ``objective(params)``, or its error, returned."""
+def evaluate(
+    objective: Callable[[dict[str, Any]], Any],
+    params: dict[str, Any],
+    resources: Mapping[str, float] | None = None,
+) -> Any:
+    """A define-and-run trial's task: ``objective(params)``, or its error, returned; it
+    holds its worker's devices if ``resources`` names GPUs (see :mod:`.devices`)."""
     try:
-        return objective(params)
+        with devices.holding(resources):
+            return objective(params)
     except BaseException as e:
         return RemoteError(e)
 
