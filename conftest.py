@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -47,6 +48,46 @@ def thread_stacks() -> str:
         f"--- {names.get(ident, ident)}\n{''.join(traceback.format_stack(frame))}"
         for ident, frame in sys._current_frames().items()
     )
+
+
+def process_stacks() -> str:
+    """The stacks of every Python process this one started (its cluster's workers and
+    nannies, ``dask`` processes, the CLI), read from outside by py-spy: what a hung test
+    reports beside pytest-timeout's threads of this process, which cannot show a worker
+    whose event loop is blocked."""
+    import psutil
+
+    dumps = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "python" not in child.name() and "dask" not in child.name():
+                continue
+            dump = subprocess.run(
+                ["py-spy", "dump", "--nonblocking", "--pid", str(child.pid)],
+                capture_output=True, text=True, timeout=20,
+            )
+            dumps.append(f"=== {' '.join(child.cmdline())[:200]}\n{dump.stdout}{dump.stderr}")
+        except (psutil.Error, subprocess.SubprocessError, OSError) as e:
+            dumps.append(f"=== pid {child.pid}: {type(e).__name__}: {e}")
+    return "\n".join(dumps)
+
+
+@pytest.fixture(autouse=True)
+def stacks_before_timeout(request: pytest.FixtureRequest) -> Iterator[None]:
+    """15 s before pytest-timeout fails a test, print :func:`process_stacks` (shown with the
+    failure's captured output)."""
+    marker = request.node.get_closest_marker("timeout")
+    timeout = float(marker.args[0] if marker and marker.args else request.config.getini("timeout") or 0)
+    if timeout <= 30 or shutil.which("py-spy") is None:
+        yield
+        return
+    timer = threading.Timer(timeout - 15, lambda: print(process_stacks(), flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, message: str = ""):

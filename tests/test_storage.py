@@ -4,15 +4,18 @@ registration, errors across processes, backends given as objects)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 
 from distributed import Client
 from distributed import LocalCluster
+from distributed import get_worker
 import msgpack
 import optuna
 from optuna.exceptions import DuplicatedStudyError
@@ -112,6 +115,47 @@ def test_unpickling_where_no_client_exists_fails_only_on_use(client: Client) -> 
 def test_constructor_without_any_client_raises_value_error(cluster: LocalCluster) -> None:
     with pytest.raises(ValueError, match="No global client found.*create one first"):
         DaskStorage()
+
+
+def hold_event_loop_until(holding: str, release: str) -> None:
+    """A task that blocks its worker's event loop, as a C call holding the GIL or a stopped
+    process would: from the loop's next turn until ``release`` exists (at most 120 s)."""
+
+    def hold() -> None:
+        Path(holding).touch()
+        deadline = time.monotonic() + 120
+        while not Path(release).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    get_worker().loop.add_callback(hold)
+
+
+def test_a_worker_whose_event_loop_is_blocked_does_not_hold_the_constructor(tmp_path: Path) -> None:
+    """``DaskStorage()`` asks the workers to import the trial runner ahead of the first
+    trial. It used to wait for every worker's answer, so one blocked worker held it (and a
+    test's setup, in CI) until Dask removed that worker, five minutes later."""
+    holding, release = tmp_path / "holding", tmp_path / "release"
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        try:
+            with Client(cluster) as client:
+                blocked = next(iter(client.scheduler_info()["workers"]))
+                # Not waited on: its result could not leave the worker while the loop is held.
+                holder = client.submit(hold_event_loop_until, str(holding), str(release), workers=[blocked])
+                wait_for(holding.exists, message="the worker's event loop to be held")
+                made: dict[str, DaskStorage] = {}
+                thread = threading.Thread(target=lambda: made.update(storage=DaskStorage()), daemon=True)
+                thread.start()
+                thread.join(timeout=30)
+                assert not thread.is_alive(), "DaskStorage() waits for the blocked worker"
+                study = optuna.create_study(storage=made["storage"])
+                study.optimize(quadratic, n_trials=3)  # from the client: no worker needed
+                assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+                release.touch()
+                holder.result(timeout=60)
+        finally:
+            release.touch()
 
 
 def test_register_false_attaches_without_setup(client: Client) -> None:

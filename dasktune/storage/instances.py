@@ -12,6 +12,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 import importlib
+import logging
 import threading
 from typing import TYPE_CHECKING
 import weakref
@@ -28,6 +29,9 @@ _lock = threading.Lock()
 _MAX_INSTANCES = 8
 #: Clients whose workers were asked to import the runner's modules.
 _warmed: weakref.WeakSet[Client] = weakref.WeakSet()
+#: How long a warm-up may wait for every worker's answer before it is given up.
+_WARM_UP_SECONDS = 30.0
+_logger = logging.getLogger(__name__)
 
 
 def remember(storage: DaskStorage) -> None:
@@ -76,13 +80,26 @@ def attach(
 def warm_up(client: Client) -> None:
     """A study made on a storage is soon optimized: let the workers import what a trial
     runner needs now, in the background, rather than when the first runner arrives (once
-    per client: its workers keep what they imported)."""
+    per client: its workers keep what they imported).
+
+    Nothing waits for it. A broadcast answers only once every worker has, and a worker
+    whose event loop is blocked (a task holding the GIL, a stopped process) would hold the
+    caller's ``DaskStorage()`` until Dask removed that worker, minutes later."""
     if client in _warmed:
         return
     _warmed.add(client)
-    warming = client.run(_import_runner_in_background, wait=False)
-    if client.asynchronous:
-        asyncio.ensure_future(warming)
+    client.loop.add_callback(_warm_up, client)
+
+
+async def _warm_up(client: Client) -> None:
+    """On the client's event loop: ask every worker to import the runner's modules."""
+    try:
+        await asyncio.wait_for(
+            client.run(_import_runner_in_background, wait=False, asynchronous=True),
+            _WARM_UP_SECONDS,
+        )
+    except Exception as e:  # noqa: BLE001 - an optimization: the first runner imports them
+        _logger.debug(f"Workers not warmed up: {type(e).__name__}: {e}")
 
 
 async def _import_runner_in_background() -> None:
