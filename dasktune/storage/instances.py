@@ -88,7 +88,8 @@ def warm_up(client: Client) -> None:
     if client in _warmed:
         return
     _warmed.add(client)
-    client.loop.add_callback(_warm_up, client)
+    if client.loop is not None:  # None once the client closed: no workers to warm
+        client.loop.add_callback(_warm_up, client)
 
 
 async def _warm_up(client: Client) -> None:
