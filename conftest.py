@@ -143,6 +143,14 @@ def client(cluster: LocalCluster) -> Iterator[Client]:
             timeout=10,
             message="the tasks of the test to leave the scheduler",
         )
+        # Every worker still answers: a test that left one with its event loop blocked fails
+        # here, with the stacks that show why, not the next test to broadcast (stop 38's CI).
+        try:
+            client.run(os.getpid, callback_timeout=60)
+        except TimeoutError:
+            raise AssertionError(
+                f"a worker no longer answers 60 s after the test; stacks:\n{process_stacks()}"
+            ) from None
 
 
 class ProcessCluster:
