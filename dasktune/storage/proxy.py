@@ -7,8 +7,6 @@ import asyncio
 import collections
 from collections.abc import Container
 from collections.abc import Generator
-from collections.abc import Iterator
-import contextlib
 import copy
 import itertools
 import threading
@@ -19,7 +17,6 @@ from typing import TYPE_CHECKING
 import uuid
 
 from distributed import get_client
-from optuna import distributions
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
@@ -31,8 +28,8 @@ from dasktune.storage import instances
 from dasktune.storage import wire
 from dasktune.storage.heartbeats import Heartbeats
 from dasktune.storage.heartbeats import StaleTrialCallback
-from dasktune.storage.protocol import _worker_address
 from dasktune.storage.protocol import Op
+from dasktune.storage.running import RunningTrials
 from dasktune.storage.runs_client import RunClient
 from dasktune.storage.replica import Replica
 from dasktune.storage.replica import ReplicaReads
@@ -50,7 +47,7 @@ LISTED_SECONDS = 1.0
 _client_lock = threading.Lock()
 
 
-class DaskStorage(RunClient, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
+class DaskStorage(RunClient, RunningTrials, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
     """An Optuna storage held by the Dask scheduler, shared by every client and worker.
 
     A drop-in for ``optuna_integration.DaskStorage`` (same arguments, same meaning): the
@@ -253,7 +250,8 @@ class DaskStorage(RunClient, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
         self._thread.listed = time.monotonic() + LISTED_SECONDS
         return [wire.decode_study(data) for data in studies]
 
-    # -- trials: writes (encoded by WireWrites; held back here for trials this process runs)
+    # -- trials: writes (encoded by WireWrites; held back by RunningTrials for trials this
+    # process runs)
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         trial_id = super().create_new_trial(study_id, template_trial)
@@ -264,52 +262,6 @@ class DaskStorage(RunClient, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
     def _send(self, op: Op) -> Any:
         (result,) = self._call([op])
         return result
-
-    def _send_trial_write(self, trial_id: int, op: Op, apply: str, *args: Any) -> None:
-        """Check a write to a trial as Optuna would; hold it back if this process runs the
-        trial (see :mod:`dasktune.storage.writes`), send it at once otherwise."""
-        self._updatable_trial(trial_id)
-        if apply == "set_param":
-            name, _, distribution = args
-            with self._lock:
-                study_id = self._replica.study_of(trial_id)
-                assert study_id is not None, "_updatable_trial made the trial known"
-                known = self._replica.studies[study_id].distributions.get(name)
-            if known is not None:
-                distributions.check_distribution_compatibility(known, distribution)
-        elif apply == "set_intermediate_value":
-            # Pruning decisions need the other trials' latest values: this thread reads fresh.
-            self._thread.snapshot = None
-        if trial_id not in self._owned:
-            self._call([op])
-            return
-        self._hold_back(trial_id, op, apply, *args)
-        writes = self._pending()
-        if apply == "set_param" and writes.params_at_once:
-            # Before suggest returns: a worker that dies next keeps nothing of the trial's,
-            # and a parameter the scheduler refuses raises here, in the objective.
-            self._call([])
-            if trial_id in writes.refused:  # a runner's: the others' raise in _call
-                raise writes.refused.pop(trial_id)
-
-    def _send_tell(
-        self, trial_id: int, op: Op, state: TrialState, values: list[float] | None
-    ) -> bool:
-        self._updatable_trial(trial_id)
-        if self._pending().session is not None and state.is_finished() and trial_id in self._owned:
-            # A runner's tell travels with its next request (the next claim): no round trip.
-            self._hold_back(trial_id, op, "set_state", state, values)
-            self._owned.discard(trial_id)
-            return True
-        *_, changed = self._call([*self._stale_reason(trial_id, state), op])
-        if state.is_finished():
-            self._owned.discard(trial_id)
-            self._thread.snapshot = None  # the trial's snapshot ends with it
-        elif state == TrialState.RUNNING and changed:
-            study_id = self._replica.study_of(trial_id)
-            assert study_id is not None, "_updatable_trial made the trial known"
-            self._took(study_id, trial_id)  # a WAITING trial
-        return bool(changed)
 
     # -- trials: reads -----------------------------------------------------------
 
@@ -354,51 +306,6 @@ class DaskStorage(RunClient, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
         with self._lock:
             return self._replica.workers.get(trial_id)
 
-    # -- trials this process runs ------------------------------------------------
-
-    def adopt_trial(self, trial_id: int) -> bool:
-        """This process now runs ``trial_id``, which it claimed: writes to the trial are
-        checked here and held back. A thread in a runner session (see :meth:`runner`) also
-        reads the trial's study as the claim brought it, until the trial reports or ends.
-
-        Returns ``False`` (and takes nothing on) if the trial already finished, as far as
-        this process knows: the scheduler failed it since the claim (its run was aborted).
-        """
-        with self._lock:
-            trial = self._replica.trial(trial_id)
-            if trial is None or trial.state.is_finished():
-                return False
-            self._owned.add(trial_id)
-        if self._pending().session is not None:
-            self._thread.snapshot = self._replica.study_of(trial_id)
-        return True
-
-    def flush(self) -> None:
-        """Send this thread's held-back writes (see :mod:`dasktune.storage.writes`) and
-        return once the scheduler applied them: what a worker that dies next must not
-        take with it (the id of a checkpoint that replaces one about to be removed)."""
-        self._call([])
-
-    # -- one consistent view, for a pruning decision -------------------------------
-
-    @contextlib.contextmanager
-    def one_view(self, study_id: int) -> Iterator[None]:
-        """Inside, this thread's reads of the study all see one state of it: the first is
-        fresh (this thread's held-back writes go with it), later ones reuse it, so a
-        pruner that reads several times costs one round trip. Writes made inside (a
-        pruner's record of the trial's rung, which the trials deciding next must see) are
-        sent on leaving; without reads or writes inside, nothing is sent."""
-        previous = getattr(self._thread, "snapshot", None)
-        self._thread.snapshot, self._thread.one_view = None, study_id
-        writes = self._pending()
-        last = writes.ops[-1] if writes.ops else None
-        try:
-            yield
-        finally:
-            self._thread.snapshot, self._thread.one_view, self._thread.view = previous, None, None
-        if writes.ops and writes.ops[-1] is not last:
-            self.flush()
-
     # -- helpers -----------------------------------------------------------------
 
     def _study(self, study_id: int, fresh: bool = True) -> StudyReplica:
@@ -424,34 +331,3 @@ class DaskStorage(RunClient, Heartbeats, WireWrites, ReplicaReads, BaseStorage):
         """Whether this thread reads every study as its last :meth:`get_all_studies`
         brought it (see there)."""
         return getattr(self._thread, "listed", 0.0) > time.monotonic()
-
-    def _took(self, study_id: int, trial_id: int) -> None:
-        """This thread took ``trial_id`` to run through Optuna's own ``ask`` (not a claim).
-
-        On a worker — the ``client.submit(study.optimize, ...)`` pattern — its reads of the
-        study then use the replica as the start brought it, until the trial reports or ends.
-        Elsewhere (a notebook that asks and tells) reads stay fresh: such a thread may ask
-        and keep reading while others optimize.
-        """
-        self._owned.add(trial_id)
-        if _worker_address() is not None:
-            self._thread.snapshot = study_id
-
-    def _updatable_trial(self, trial_id: int) -> FrozenTrial:
-        """The trial, known to the replica, after Optuna's check that it is not finished."""
-        with self._lock:
-            trial = self._replica.trial(trial_id)
-        if trial is None:
-            trial = self.get_trial(trial_id)
-        self.check_trial_is_updatable(trial_id, trial.state)
-        return trial
-
-    def _hold_back(self, trial_id: int, op: Op, apply: str, *args: Any) -> None:
-        """Apply a checked write to a trial this process runs locally, and let it wait for
-        the thread's next request (or the flusher)."""
-        with self._lock:
-            getattr(self._replica, apply)(trial_id, *args)
-            self._unacked[trial_id] += 1
-        writes = self._pending()
-        writes.add(op)
-        self._flusher.wake(writes)
