@@ -31,7 +31,7 @@ _MAX_INSTANCES = 8
 _warmed: weakref.WeakSet[Client] = weakref.WeakSet()
 #: How long a warm-up may wait for every worker's answer before it is given up.
 _WARM_UP_SECONDS = 30.0
-_logger = logging.getLogger(__name__)
+_logger = logging.getLogger("optuna.dasktune")  # the client half's logger (optuna not imported here)
 
 
 def remember(storage: DaskStorage) -> None:
