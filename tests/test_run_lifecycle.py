@@ -326,6 +326,68 @@ def test_dropped_storages_leave_no_thread_behind(client: Client) -> None:
     )
 
 
+def _save_garbage() -> None:
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector frees from now on is kept in gc.garbage
+
+
+def _thread_locals_in_garbage() -> list[str]:
+    """The owners of each ``threading.local`` that was freed by the garbage collector (in a
+    reference cycle) since :func:`_save_garbage`."""
+    import _thread
+
+    gc.collect()
+    garbage, ids = list(gc.garbage), {id(o) for o in gc.garbage}
+    gc.set_debug(0)
+    gc.garbage.clear()
+    owners = []
+    for local in (o for o in garbage if isinstance(o, _thread._local)):
+        holders = [h for d in gc.get_referrers(local) if id(d) in ids for h in gc.get_referrers(d) if id(h) in ids]
+        owners.append(f"{type(local).__qualname__} of {sorted({type(h).__qualname__ for h in holders})}")
+    return owners
+
+
+def stops_at_three(trial: optuna.Trial) -> float:
+    if trial.number == 3:
+        trial.study.stop()
+    return quick(trial)
+
+
+def every_end(trial: optuna.Trial) -> float:
+    """Completes, is pruned or fails (a caught error) by turns."""
+    x = quick(trial)
+    if trial.number % 3 == 1:
+        raise optuna.TrialPruned()
+    if trial.number % 3 == 2:
+        raise ValueError("a caught error")
+    return x
+
+
+def test_trials_leave_no_threading_local_to_the_garbage_collector_of_a_worker() -> None:
+    """A ``threading.local`` freed by the garbage collector deadlocks the worker's event loop
+    for good when the collection runs inside Dask's profiler's ``sys._current_frames()``
+    (CPython 3.11, gh-106883): a run's storages and studies must be freed by reference
+    counting, on every path — a trial that completes, is pruned, fails, calls
+    ``study.stop()``; ``tune.run``; ``study.optimize`` in a task of the user's own."""
+    from dasktune import tune
+
+    with LocalCluster(n_workers=1, threads_per_worker=4, dashboard_address=None) as cluster:
+        # Each round attaches storages to the worker: past the eight it keeps
+        # (dasktune.storage.instances), later rounds free the earlier rounds' too.
+        for round in range(6):
+            with Client(cluster) as client:
+                client.run(_save_garbage)
+                study = optuna.create_study(storage=DaskStorage(client=client), pruner=optuna.pruners.NopPruner())
+                dasktune.optimize(study, every_end, n_trials=12, catch=(ValueError,), client=client)
+                dasktune.optimize(study, stops_at_three, n_trials=40, client=client)
+                client.submit(study.optimize, quick, n_trials=4, pure=False).result()
+                tune.run(lambda config: config["x"] ** 2, {"x": tune.uniform(-1, 1)}, num_samples=4, verbose=0)
+                assert len(study.trials) >= 12 + 4 + 4
+                del study
+                [owners] = client.run(_thread_locals_in_garbage).values()
+            assert owners == [], f"round {round}"
+
+
 def _scheduler_rss(dask_scheduler) -> int:
     gc.collect()
     return psutil.Process().memory_info().rss

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import contextlib
 from typing import Any
 from typing import TYPE_CHECKING
+import weakref
 
 if TYPE_CHECKING:
     import optuna
@@ -42,11 +43,19 @@ def on_stop(study: optuna.Study, then: Callable[[], object]) -> None:
     own ``stop`` has returned. Optuna's only sets a flag (``Study._stop_flag``) that
     ``Study.optimize`` reads between trials; a runner's ``then`` tells the scheduler at
     once, not after the stopping trial. An instance attribute: the ``Study`` that an
-    objective's ``trial.study`` is, and no other."""
-    stop = study.stop
+    objective's ``trial.study`` is, and no other.
+
+    The replacement holds the study weakly. A bound ``study.stop`` kept in the study's own
+    ``__dict__`` would be a reference cycle, and the garbage collector would then free the
+    study's ``threading.local`` (``Study._thread_local``) wherever it runs: inside Dask's
+    worker profiler's ``sys._current_frames()``, that deadlocks the worker's event loop
+    for good on CPython 3.11 (gh-106883; see ``SchedulerProtocol._thread``)."""
+    stop, study_ref = type(study).stop, weakref.ref(study)
 
     def stopping() -> None:
-        stop()
+        this = study_ref()
+        if this is not None:  # it is: stopping is called through it
+            stop(this)
         then()
 
     study.stop = stopping  # type: ignore[method-assign]
