@@ -3,12 +3,14 @@ distributed release that changes one fails here, saying which."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 import re
 import subprocess
 import sys
 import textwrap
 import urllib.request
+import weakref
 
 import jinja2
 import optuna
@@ -148,6 +150,59 @@ def test_on_stop_runs_after_study_stop_on_that_study_object_only() -> None:
         assert calls == []
         study.stop()
     assert calls == [True]  # once Optuna's own stop had set its flag
+
+
+def test_on_stop_leaves_the_study_to_reference_counting() -> None:
+    """No reference cycle: a study the collector had to free would free its threading.local
+    there, which can deadlock a worker (see guard_current_frames)."""
+    study = optuna.create_study()
+    compat.on_stop(study, lambda: None)
+    freed = weakref.ref(study)
+    gc.disable()
+    try:
+        del study
+        assert freed() is None
+    finally:
+        gc.enable()
+
+
+#: Cyclic garbage with a threading.local, and a collection at (nearly) every allocation:
+#: the allocations inside ``sys._current_frames()`` collect it there.
+DEADLOCK = """
+import gc, sys, threading
+if sys.argv[1] == "guarded":
+    from dasktune.compat import guard_current_frames
+    guard_current_frames()
+    guard_current_frames()  # once per process: a second call wraps nothing again
+stop = threading.Event()
+threads = [threading.Thread(target=stop.wait) for _ in range(20)]
+for t in threads:
+    t.start()
+
+class Holder:
+    def __init__(self):
+        self.local, self.me = threading.local(), self
+
+gc.collect()
+gc.set_threshold(1)
+for _ in range(200):
+    Holder()
+    frames = sys._current_frames()
+gc.set_threshold(700)
+print(sorted(frames) == sorted(t.ident for t in threading.enumerate()))  # every thread's frame
+stop.set()
+for t in threads:
+    t.join()
+"""
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="Python 3.12 never collects inside sys._current_frames()")
+def test_guard_current_frames_keeps_the_collector_out_of_sys_current_frames() -> None:
+    with pytest.raises(subprocess.TimeoutExpired):  # the deadlock, as this Python has it
+        subprocess.run([sys.executable, "-c", DEADLOCK, "plain"], timeout=10)
+    guarded = subprocess.run([sys.executable, "-c", DEADLOCK, "guarded"], timeout=60,
+                             capture_output=True, text=True)
+    assert guarded.returncode == 0 and guarded.stdout.strip() == "True", guarded.stderr
 
 
 def test_base_heartbeat_is_how_optuna_recognises_a_heartbeat_storage() -> None:

@@ -388,6 +388,78 @@ def test_trials_leave_no_threading_local_to_the_garbage_collector_of_a_worker() 
             assert owners == [], f"round {round}"
 
 
+class _Cycle:
+    """Garbage as an Optuna ``Study`` kept by a caught error's traceback leaves it: a
+    ``threading.local`` in a reference cycle."""
+
+    def __init__(self) -> None:
+        self.local, self.me = threading.local(), self
+
+
+def _uses(storage: DaskStorage) -> str:
+    return storage.name
+
+
+def _warmed_up() -> bool:
+    return "dasktune.submit.runner" in sys.modules and (
+        sys.version_info >= (3, 12) or getattr(sys._current_frames, "_dasktune_guard", False))
+
+
+def test_a_new_storage_warms_up_and_guards_every_worker_before_any_task() -> None:
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert not any(client.run(_warmed_up).values())
+        DaskStorage(client=client)
+        wait_for(lambda: all(client.run(_warmed_up).values()), timeout=60,
+                 message="every worker to import the runner and guard sys._current_frames")
+
+
+def test_a_new_storages_first_task_on_a_new_worker_runs() -> None:
+    """The worker's warm-up (the runner's imports) and the task's unpickling (the storage's
+    imports) both import Optuna as the task arrives: a package imported by two threads at
+    once could hand one a partially initialized module, and the worker lost its task."""
+    for _ in range(3):
+        with LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            storage = DaskStorage(client=client)
+            assert client.submit(_uses, storage, pure=False).result(timeout=60) == storage.name
+
+
+def _current_frames_with_garbage() -> int:
+    """Calls ``sys._current_frames()`` as Dask's profiler does, on the worker's event loop,
+    each time with a ``threading.local`` in cyclic garbage and the collector set to run at
+    the next allocation: inside the call."""
+    stop = threading.Event()
+    waiting = [threading.Thread(target=stop.wait) for _ in range(20)]  # frames to allocate
+    for thread in waiting:
+        thread.start()
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(1)
+    try:
+        for _ in range(200):
+            _Cycle()
+            frames = sys._current_frames()
+    finally:
+        gc.set_threshold(*thresholds)
+        stop.set()
+    return len(frames)
+
+
+def test_a_worker_that_attached_a_storage_survives_a_collection_inside_its_profiler() -> None:
+    """Python 3.11 deadlocks a thread whose ``sys._current_frames()`` collects a
+    ``threading.local`` (gh-106883): on a worker, Dask's profiler on the event loop. Users'
+    objectives leave such garbage (``study.optimize(..., catch=...)`` does), so a worker a
+    storage reaches is guarded (``compat.guard_current_frames``). Unguarded, this call on a
+    Python 3.11 worker never returns."""
+    with LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        storage = DaskStorage(client=client)
+        assert client.submit(_uses, storage, pure=False).result() == storage.name
+        [threads] = client.run(_current_frames_with_garbage, callback_timeout=30).values()
+        assert threads > 20
+
+
 def _scheduler_rss(dask_scheduler) -> int:
     gc.collect()
     return psutil.Process().memory_info().rss

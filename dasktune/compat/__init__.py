@@ -9,7 +9,8 @@ than a user's run. Its modules, by what they reach into:
   ``study.stop()``, tell, the pruners' and samplers' inferred state);
 - :mod:`~dasktune.compat.optuna_storages`: inside Optuna's storages;
 - :mod:`~dasktune.compat.dask`: inside distributed (workers, spans, the dashboard's pages);
-- :mod:`~dasktune.compat.optuna_dashboard`: optuna-dashboard's browser script.
+- :mod:`~dasktune.compat.optuna_dashboard`: optuna-dashboard's browser script;
+- :mod:`~dasktune.compat.python`: CPython's own (a deadlock of Python 3.11 to work around).
 
 The rest of dasktune imports this package, never its modules, and uses ``compat.<name>``.
 The supported versions are checked when ``dasktune`` is imported (``dasktune/__init__.py``),
@@ -49,6 +50,7 @@ from dasktune.compat.optuna_storages import IN_MEMORY_LOGGER
 from dasktune.compat.optuna_storages import journal_created_trial
 from dasktune.compat.optuna_storages import quiet_study_creation
 from dasktune.compat.optuna_storages import rdb_add_trials
+from dasktune.compat.python import guard_current_frames
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
@@ -65,6 +67,7 @@ __all__ = [
     "dasktune_span",
     "forget_released_groups",
     "give_cmaes_source_trials",
+    "guard_current_frames",
     "OPTUNA_DASHBOARD_ROOT_PATHS",
     "add_dashboard_page",
     "dashboard_templates",

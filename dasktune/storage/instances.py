@@ -17,6 +17,8 @@ import threading
 from typing import TYPE_CHECKING
 import weakref
 
+from dasktune import compat
+
 if TYPE_CHECKING:
     from distributed import Client
     import optuna
@@ -35,7 +37,11 @@ _logger = logging.getLogger("optuna.dasktune")  # the client half's logger (optu
 
 
 def remember(storage: DaskStorage) -> None:
-    """``storage`` is the one to reuse for its name."""
+    """``storage`` is the one to reuse for its name. The first storage of a process also
+    guards it against a deadlock of Python 3.11 that a worker's profiler meets (see
+    :func:`dasktune.compat.guard_current_frames`). Any process may be a worker, and one
+    unpickles a task's storage as the task's message arrives, outside the task's thread."""
+    compat.guard_current_frames()
     with _lock:
         _instances[storage.name] = storage
         _instances.move_to_end(storage.name)
@@ -95,18 +101,20 @@ def warm_up(client: Client) -> None:
 async def _warm_up(client: Client) -> None:
     """On the client's event loop: ask every worker to import the runner's modules."""
     try:
-        await asyncio.wait_for(
-            client.run(_import_runner_in_background, wait=False, asynchronous=True),
-            _WARM_UP_SECONDS,
-        )
+        await asyncio.wait_for(client.run(_import_runner, asynchronous=True), _WARM_UP_SECONDS)
     except Exception as e:  # noqa: BLE001 - an optimization: the first runner imports them
         _logger.debug(f"Workers not warmed up: {type(e).__name__}: {e}")
 
 
-async def _import_runner_in_background() -> None:
-    """On a worker: import the trial runner's modules (Optuna's included) on a thread of
-    their own, so that the first runner to arrive finds them imported (or nearly)."""
-    threading.Thread(
-        target=importlib.import_module, args=("dasktune.submit.runner",), daemon=True,
-        name="dasktune-import",
-    ).start()
+def _import_runner() -> None:
+    """On a worker: import the trial runner's modules (Optuna's included), so that the
+    first runner to arrive finds them imported, and guard the worker against Python 3.11's
+    deadlock before any trial runs there.
+
+    On the worker's event loop, where Dask unpickles tasks and so imports what they need
+    (the first runner's import costs the loop no more): an import on a thread of its own
+    raced with the loop's, and a package imported by two threads at once can hand one of
+    them a partially initialized module (an ``ImportError`` "most likely due to a circular
+    import" that broke the worker's connection to the scheduler)."""
+    compat.guard_current_frames()
+    importlib.import_module("dasktune.submit.runner")
