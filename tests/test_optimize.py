@@ -39,6 +39,13 @@ def sleepy(trial: optuna.Trial) -> float:
     return quadratic(trial)
 
 
+def slow_learning_curve(trial: optuna.Trial) -> float:
+    """``learning_curve`` slow enough (50-100 ms, pruned or not) that runners claim trials
+    one at a time, so both workers run some, however late one starts."""
+    time.sleep(0.05)
+    return learning_curve(trial)
+
+
 def new_study(**kwargs) -> optuna.Study:
     return optuna.create_study(storage=DaskStorage(), **kwargs)
 
@@ -241,12 +248,17 @@ def test_pruning_decides_from_all_workers_intermediate_values(
     client: Client, pruner: optuna.pruners.BasePruner
 ) -> None:
     study = new_study(pruner=pruner)
-    dasktune.optimize(study, learning_curve, n_trials=40)
+    dasktune.optimize(study, slow_learning_curve, n_trials=40)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert pruned and complete
-    workers = lambda trials: {worker_of(study, t) for t in trials}  # noqa: E731
-    assert len(workers(pruned)) == 2 and len(workers(complete)) == 2
+    # A trial pruned on one worker after a trial of the other had completed: the pruner
+    # decided with the other worker's values. (Not "both workers prune and complete": on
+    # a loaded machine one worker may start late and run only a few trials.)
+    assert any(
+        worker_of(study, c) != worker_of(study, p) and c.datetime_complete < p.datetime_complete
+        for p in pruned for c in complete
+    ), [(t.number, t.state.name, worker_of(study, t)) for t in study.trials]
 
 
 def test_seeded_sampler_gives_distinct_samples_and_reproduces_at_concurrency_one(
