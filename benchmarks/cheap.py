@@ -41,6 +41,7 @@ from benchmarks import overhead
 from benchmarks.common import quiet
 from benchmarks.common import Result
 from benchmarks.overhead import _Deadline
+from benchmarks.overhead import completion_stamps
 from benchmarks.overhead import _JournalFile
 from benchmarks.overhead import _shared
 
@@ -117,9 +118,8 @@ def in_process(function: Callable[[optuna.Trial], float], n: int, n_jobs: int = 
 def with_dasktune(client: Client, function: Callable[[optuna.Trial], float], n: int, config: str) -> Result:
     study = optuna.create_study(storage=dasktune.DaskStorage(client=client), sampler=_tpe())
     start = time.time()
-    stamp = _Deadline(float("inf"))
-    dasktune.optimize(study, function, n_trials=n, callbacks=[stamp], client=client)
-    return Result(config, "TPE", n, start, stamp.stamps, end=time.time())
+    dasktune.optimize(study, function, n_trials=n, client=client)
+    return Result(config, "TPE", n, start, completion_stamps(study), end=time.time())
 
 
 def two_workers() -> tuple[LocalCluster, Client]:
