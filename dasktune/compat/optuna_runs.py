@@ -47,9 +47,10 @@ def on_stop(study: optuna.Study, then: Callable[[], object]) -> None:
 
     The replacement holds the study weakly. A bound ``study.stop`` kept in the study's own
     ``__dict__`` would be a reference cycle, and the garbage collector would then free the
-    study's ``threading.local`` (``Study._thread_local``) wherever it runs: inside Dask's
-    worker profiler's ``sys._current_frames()``, that deadlocks the worker's event loop
-    for good on CPython 3.11 (gh-106883; see ``SchedulerProtocol._thread``)."""
+    study's ``threading.local`` (``Study._thread_local``) wherever it runs: on CPython 3.11,
+    inside Dask's worker profiler's ``sys._current_frames()``, that would deadlock the
+    worker's event loop but for :func:`~dasktune.compat.guard_current_frames`; and the study
+    would outlive its run until a collection."""
     stop, study_ref = type(study).stop, weakref.ref(study)
 
     def stopping() -> None:

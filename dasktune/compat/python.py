@@ -20,8 +20,10 @@ def guard_current_frames() -> None:
     there, and freeing a ``threading.local`` in a reference cycle takes the same lock: the
     thread waits for itself, for ever (CPython gh-106883, gh-116969; distributed issue 8616).
     Dask's worker profiler makes that call on the worker's event loop every 10 ms while a
-    task runs, so the whole worker stops answering. Trials leave such cycles in ordinary
-    use: an Optuna ``Study`` has a ``threading.local``, and ``study.optimize`` with
+    task runs, so the whole worker stops answering. Such garbage is ordinary: each
+    ``DaskStorage`` keeps its per-thread state in a ``threading.local`` and is freed with
+    its reference cycles (a worker that had attached about 900 storages stopped answering);
+    an Optuna ``Study`` has a ``threading.local`` too, and ``study.optimize`` with
     ``catch=`` keeps a caught error's traceback, which holds the study, in a cycle.
 
     The fix proposed upstream (python/cpython PR 117332, not released for 3.11) disables the

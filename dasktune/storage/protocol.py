@@ -18,13 +18,11 @@ import concurrent.futures
 import itertools
 import sys
 import threading
-import types
 from typing import Any
 from typing import cast
 from typing import Literal
 from typing import TYPE_CHECKING
 from typing import TypeVar
-import weakref
 
 import dask
 from dask.utils import parse_timedelta
@@ -53,8 +51,6 @@ Op = wire.Op
 #: What a runner's deferred writes may meet when its trial was failed (an aborted run, a
 #: worker presumed dead) or deleted with its study meanwhile: nothing left to write to.
 GONE = (UpdateFinishedTrialError, KeyError)
-#: Every storage's per-thread state (see SchedulerProtocol._thread).
-_per_thread = threading.local()
 
 
 class SchedulerProtocol:
@@ -63,6 +59,7 @@ class SchedulerProtocol:
     name: str
     _replica: Replica
     _lock: threading.RLock
+    _thread: threading.local
     _flusher: Flusher
     _owned: set[int]
     #: Trial id -> how many of its writes this process made and the scheduler has not yet
@@ -81,26 +78,6 @@ class SchedulerProtocol:
 
         @property
         def client(self) -> Client: ...
-
-    @property
-    def _thread(self) -> types.SimpleNamespace:
-        """This thread's state for this storage: unsent writes, snapshot, runner mode.
-
-        Not a ``threading.local`` of the storage's own: the garbage collector frees a storage
-        with its reference cycles, and a ``threading.local`` freed then takes the
-        interpreter's lock on the list of threads. When that collection runs inside
-        ``sys._current_frames()``, which holds the same lock (Dask's worker profiler calls
-        it every 10 ms while a task runs), the worker's event loop deadlocks for good
-        (CPython gh-106883, on the Python 3.11 this supports): a worker that had attached
-        about 900 storages stopped answering. One module-level ``threading.local``, never
-        freed, holds every storage's state in a ``WeakKeyDictionary``."""
-        states = getattr(_per_thread, "states", None)
-        if states is None:
-            states = _per_thread.states = weakref.WeakKeyDictionary()
-        state = states.get(self)
-        if state is None:
-            state = states[self] = types.SimpleNamespace()
-        return cast(types.SimpleNamespace, state)
 
     def _write(self, name: wire.OpName, *args: Any) -> Op:
         """A write operation with a request id, so that a retried request applies it once.

@@ -126,6 +126,7 @@ class DaskStorage(RunClient, RunningTrials, Heartbeats, WireWrites, ReplicaReads
         self._client = client
         self._replica = Replica()
         self._lock = threading.RLock()
+        self._thread = threading.local()  # per thread: unsent writes, snapshot, runner mode
         self._flusher = Flusher(self._send_pending)
         self._owned: set[int] = set()  # RUNNING trials this process runs
         self._unacked: collections.Counter[int] = collections.Counter()
